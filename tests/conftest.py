@@ -1,0 +1,66 @@
+"""Shared fixtures: every test gets its own RabbitMQ queues and Redis keys on the real local services.
+
+The whole run gets one RabbitMQ vhost (created with ``rabbitmqctl``, deleted at the end); each test gets
+its own queue prefix inside it and its own Redis key prefix, removed after the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+RABBIT_HOST = os.environ.get("TEST_RABBIT_HOST", "127.0.0.1")
+RABBIT_PORT = int(os.environ.get("TEST_RABBIT_PORT", "5672"))
+REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _rabbitmqctl(*args: str) -> None:
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def rabbit_vhost() -> Iterator[str]:
+    vhost = f"gwtest-{uuid.uuid4().hex[:10]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        yield vhost
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def amqp_url(rabbit_vhost: str) -> str:
+    return f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/{rabbit_vhost}"
+
+
+@pytest.fixture
+def queue_prefix() -> str:
+    """A queue-name prefix of this test's own inside the run's vhost."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_BASE_URL
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted after the test."""
+    prefix = f"gwtest{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = aioredis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
