@@ -78,6 +78,8 @@ class Settings:
     worker_concurrency: int = 64
     max_recipients: int = 10
     log_level: str = "INFO"
+    connect_timeout: float = 30.0
+    heartbeat_file: Path | None = None
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @property
@@ -261,4 +263,6 @@ class _Reader:
             max_recipients=self.integer("GATEWAY_MAX_RECIPIENTS", 10, 1, 1000),
             log_level=self.choice("GATEWAY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
             instance_id=instance,
+            connect_timeout=self.duration("GATEWAY_CONNECT_TIMEOUT", 30.0),
+            heartbeat_file=Path(hb) if (hb := self.raw("GATEWAY_HEARTBEAT_FILE")) else None,
         )

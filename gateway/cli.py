@@ -1,0 +1,116 @@
+"""The ``gateway`` command: one console script for every role and tool (see OPERATIONS.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.app import Gateway, Role, StartupError, build_channels, run_until_signalled
+from gateway.settings import Settings, SettingsError
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Multi-channel chatbot gateway.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="everything in one process (embedded bus and store unless configured)")
+    sub.add_parser("serve", help="HTTP ingress and outbound delivery")
+    worker = sub.add_parser("worker", help="story workers")
+    worker.add_argument("--concurrency", type=int, default=None, help="messages handled at once")
+    mailer = sub.add_parser("mailer", help="send email jobs over SMTP")
+    mailer_sub = mailer.add_subparsers(dest="mailer_command", metavar="ACTION")
+    dead = mailer_sub.add_parser("dead", help="list dead-lettered email jobs")
+    dead.add_argument("--limit", type=int, default=50)
+    replay = mailer_sub.add_parser("replay", help="put dead-lettered email jobs back on the queue")
+    replay.add_argument("--limit", type=int, default=None)
+    chat = sub.add_parser("chat", help="talk to the stories in the terminal")
+    chat.add_argument("--user", default="you", help="user id (user attributes persist per id)")
+    check = sub.add_parser("check", help="validate stories and templates")
+    check.add_argument("path", nargs="?", type=Path, default=None)
+    test = sub.add_parser("test", help="run conversation tests")
+    test.add_argument("path", nargs="?", type=Path, default=None)
+    map_ = sub.add_parser("map", help="draw the stories as a graph")
+    map_.add_argument("path", nargs="?", type=Path, default=None)
+    map_.add_argument("--svg", type=Path, default=None)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _require_services(settings: Settings, command: str) -> None:
+    if settings.amqp_url is None:
+        raise SettingsError(
+            f"GATEWAY_AMQP_URL: required by `gateway {command}` (without it only `run` and `chat` work)"
+        )
+    if settings.redis_url is None:
+        raise SettingsError(
+            f"GATEWAY_REDIS_URL: required by `gateway {command}` (without it only `run` and `chat` work)"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command: str = args.command
+    try:
+        settings = Settings.from_env()
+        if command in ("serve", "worker", "mailer"):
+            _require_services(settings, command)
+    except SettingsError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+
+    if command == "check":
+        from worker.check import run_check
+
+        return run_check(args.path or settings.stories, settings.emails)
+    if command == "chat":
+        from gateway.chat import chat
+
+        return asyncio.run(chat(settings, user=args.user))
+    if command in ("test", "map"):
+        return _fail(f"`gateway {command}` is not available yet", EXIT_USAGE)
+    if command == "mailer" and args.mailer_command:
+        from mailer.deadletters import run_dead_letter_command
+
+        return asyncio.run(run_dead_letter_command(settings, args.mailer_command, args.limit))
+
+    _configure_logging(settings.log_level)
+    roles = {
+        "run": frozenset(Role),
+        "serve": frozenset({Role.SERVE}),
+        "worker": frozenset({Role.WORKER}),
+        "mailer": frozenset({Role.MAILER}),
+    }[command]
+    if command == "worker" and args.concurrency is not None:
+        if args.concurrency < 1:
+            return _fail("--concurrency must be at least 1", EXIT_USAGE)
+        from dataclasses import replace
+
+        settings = replace(settings, worker_concurrency=args.concurrency)
+    gateway = Gateway(settings, roles, channels=build_channels(settings) if Role.SERVE in roles else [])
+    try:
+        asyncio.run(run_until_signalled(gateway))
+    except StartupError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

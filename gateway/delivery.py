@@ -1,0 +1,92 @@
+"""Outbound delivery, shared by every channel: replies leave in order, once, within the channel's limits.
+
+Order per conversation comes from the bus (the outbound topic is partitioned by conversation). A reply
+already sent (its id is recorded after the send) is dropped, so a worker that re-publishes after a crash
+causes no second message. A 429 waits for its Retry-After, a 5xx or network error backs off and tries
+again, a permanent refusal is dead-lettered with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+
+from channels.base import Channel, Refused, RetryLater
+from gateway.bus.base import Bus, Delivery, Rejected, Subscription, Topic
+from gateway.metrics import Metrics
+from gateway.ratelimit import RateLimiter
+from gateway.schema import SchemaError, parse_reply
+from gateway.store.base import Store
+
+log = logging.getLogger("gateway.delivery")
+
+SENT_NAMESPACE = "sent"
+
+
+class Deliverer:
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        channels: Mapping[str, Channel],
+        metrics: Metrics,
+        *,
+        dedup_ttl: float = 86400.0,
+        max_tries: int = 8,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.channels = dict(channels)
+        self.metrics = metrics
+        self.dedup_ttl = dedup_ttl
+        self.max_tries = max_tries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.limiters = {name: RateLimiter(ch.rate_limit) for name, ch in self.channels.items()}
+        self._subscription: Subscription | None = None
+
+    async def start(self, concurrency: int = 64) -> None:
+        self._subscription = await self.bus.subscribe(Topic.OUTBOUND, self.handle, concurrency=concurrency)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        if self._subscription is not None:
+            await self._subscription.stop(timeout)
+            self._subscription = None
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential with full jitter."""
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
+
+    async def handle(self, delivery: Delivery) -> None:
+        try:
+            reply = parse_reply(delivery.envelope.body)
+        except SchemaError as exc:
+            raise Rejected(str(exc)) from None
+        channel = self.channels.get(reply.channel)
+        if channel is None:
+            raise Rejected(f"channel {reply.channel!r} is not enabled in this gateway")
+        if await self.store.is_seen(SENT_NAMESPACE, reply.id):
+            log.info("reply %s was sent before; dropped", reply.id)
+            return
+        for attempt in range(1, self.max_tries + 1):
+            await self.limiters[reply.channel].wait(reply.chat)
+            try:
+                await channel.send(reply)
+                break
+            except Refused as exc:
+                self.metrics.replies.labels(reply.channel, "failed").inc()
+                raise Rejected(f"{reply.channel} refused the reply: {exc.reason}") from None
+            except RetryLater as exc:
+                if attempt == self.max_tries:
+                    self.metrics.replies.labels(reply.channel, "failed").inc()
+                    raise Rejected(f"gave up after {attempt} tries: {exc.reason}") from None
+                self.metrics.replies.labels(reply.channel, "retried").inc()
+                delay = exc.after if exc.after is not None else self._backoff(attempt)
+                log.info("reply %s: %s; trying again in %.2f s", reply.id, exc.reason, delay)
+                await asyncio.sleep(delay)
+        self.metrics.replies.labels(reply.channel, "sent").inc()
+        await self.store.mark_seen(SENT_NAMESPACE, reply.id, self.dedup_ttl)

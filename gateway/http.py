@@ -1,0 +1,40 @@
+"""The HTTP face of ``serve`` and ``run``: webhooks, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+
+from aiohttp import web
+
+from gateway.bus.base import Bus
+from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.store.base import Store
+
+
+def health_routes(bus: Bus, store: Store, metrics: Metrics) -> list[web.RouteDef]:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        bus_ok, store_ok = await asyncio.gather(_answers(bus.ping()), _answers(store.ping()))
+        ready = bus_ok and store_ok
+        metrics.ready.set(1 if ready else 0)
+        body = {"status": "ready" if ready else "not ready", "bus": bus_ok, "store": store_ok}
+        return web.Response(
+            status=200 if ready else 503, text=json.dumps(body), content_type="application/json"
+        )
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics_page)]
+
+
+async def _answers(probe: Awaitable[bool]) -> bool:
+    try:
+        async with asyncio.timeout(2.0):
+            return await probe
+    except Exception:
+        return False

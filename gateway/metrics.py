@@ -1,0 +1,40 @@
+"""Prometheus metrics of one process, on a registry of its own (so tests can run many apps at once)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.webhooks = Counter(
+            "gateway_webhook_requests",
+            "Webhook requests by channel and outcome",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.inbound_published = Counter(
+            "gateway_inbound_published", "Inbound messages accepted onto the bus", ["channel"], registry=r
+        )
+        self.handled = Counter(
+            "gateway_messages_handled", "Inbound messages handled by story workers", ["outcome"], registry=r
+        )
+        self.handle_seconds = Histogram(
+            "gateway_handle_seconds",
+            "Time to handle one inbound message in a worker",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.replies = Counter(
+            "gateway_replies", "Replies delivered to channels", ["channel", "outcome"], registry=r
+        )
+        self.emails = Counter("gateway_emails", "Email jobs by outcome", ["outcome"], registry=r)
+        self.ready = Gauge("gateway_ready", "1 when the broker and the store answer", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,125 @@
+"""The story worker: consume inbound messages, run the engine, commit, publish, and only then ack.
+
+Effects happen exactly once per inbound message: the new session, the attribute changes and the outputs
+are committed in one store transaction keyed by the message id *before* anything is published. A message
+delivered again after a crash finds that commit and re-publishes the recorded outputs (which carry
+deterministic ids, so the deliverer and the mailer drop the copies they already sent) instead of running
+the story a second time. Per-conversation order comes from the bus: one conversation's messages are never
+handled at the same time or out of order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from gateway.bus.base import Bus, Delivery, Envelope, Rejected, Subscription, Topic
+from gateway.metrics import Metrics
+from gateway.schema import Inbound, SchemaError, parse_inbound
+from gateway.store.base import Commit, Store
+from worker.engine import Engine, Turn
+
+log = logging.getLogger("gateway.worker")
+
+_REPLY_TAG = b"R"
+_EMAIL_TAG = b"E"
+
+
+def record_outputs(turn: Turn) -> list[bytes]:
+    """Serialize a turn's outputs for the commit: a one-byte topic tag, then the message JSON."""
+    return [_REPLY_TAG + r.to_json() for r in turn.replies] + [_EMAIL_TAG + e.to_json() for e in turn.emails]
+
+
+def envelopes_of(message: Inbound, recorded: Sequence[bytes]) -> dict[Topic, list[Envelope]]:
+    """Turn recorded outputs back into envelopes; the ids were fixed when the turn ran."""
+    key = str(message.conversation)
+    out: dict[Topic, list[Envelope]] = {Topic.OUTBOUND: [], Topic.EMAIL: []}
+    for item in recorded:
+        tag, body = item[:1], item[1:]
+        topic, kind = (Topic.OUTBOUND, "r") if tag == _REPLY_TAG else (Topic.EMAIL, "e")
+        envelopes = out[topic]
+        envelopes.append(Envelope(body=body, message_id=f"{message.id}/{kind}{len(envelopes)}", key=key))
+    return out
+
+
+class _FaultPoints:
+    """Test-only crash points (``GATEWAY_TEST_FREEZE_AT=after_commit|after_publish``).
+
+    At the named point the process prints ``FROZEN <point> <message id>`` and stops itself (SIGSTOP), so a
+    test can SIGKILL it exactly between two steps of the exactly-once protocol. Unset in production.
+    """
+
+    def __init__(self) -> None:
+        self.point = os.environ.get("GATEWAY_TEST_FREEZE_AT", "")
+
+    def reach(self, point: str, message_id: str) -> None:
+        if self.point == point:
+            print(f"FROZEN {point} {message_id}", flush=True)
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+
+class StoryWorker:
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        engine: Callable[[], Engine],
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.engine = engine  # a provider, so hot reload can swap the stories between two messages
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self._faults = _FaultPoints()
+        self._subscription: Subscription | None = None
+
+    async def start(self, concurrency: int = 64) -> None:
+        self._subscription = await self.bus.subscribe(Topic.INBOUND, self.handle, concurrency=concurrency)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        if self._subscription is not None:
+            await self._subscription.stop(timeout)
+            self._subscription = None
+
+    async def handle(self, delivery: Delivery) -> None:
+        started = time.perf_counter()
+        try:
+            message = parse_inbound(delivery.envelope.body)
+        except SchemaError as exc:
+            self.metrics.handled.labels("rejected").inc()
+            raise Rejected(str(exc)) from None
+        key = message.conversation
+        snapshot = await self.store.load(key, message.id)
+        outcome = "handled"
+        recorded = snapshot.outputs
+        if recorded is None:
+            turn = self.engine().handle(snapshot.session, snapshot.user, message, self.clock())
+            outputs = record_outputs(turn)
+            commit = Commit(message.id, turn.session, turn.user_changes, outputs)
+            if await self.store.commit(key, commit):
+                recorded = tuple(outputs)
+            else:  # committed meanwhile by a worker that lost its partition: use its record
+                recorded = (await self.store.load(key, message.id)).outputs or ()
+                outcome = "replayed"
+            if not turn.replies and not turn.emails and turn.session is None:
+                log.info("no story handles %s from %s: %r", message.id, key, message.text[:80])
+        else:
+            outcome = "replayed"
+            log.info(
+                "message %s was committed before; re-publishing its %d outputs", message.id, len(recorded)
+            )
+        self._faults.reach("after_commit", message.id)
+        for topic, envelopes in envelopes_of(message, recorded).items():
+            if envelopes:
+                await self.bus.publish(topic, envelopes)
+        self._faults.reach("after_publish", message.id)
+        self.metrics.handled.labels(outcome).inc()
+        self.metrics.handle_seconds.observe(time.perf_counter() - started)
