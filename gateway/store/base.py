@@ -19,11 +19,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.bus.base import Unavailable
 from gateway.schema import Button, ConversationKey
 
 
-class StoreUnavailable(Exception):
-    """The store cannot be reached now; callers retry (see the bus's acknowledgement rules)."""
+class StoreUnavailable(Unavailable):
+    """The store cannot be reached now; the bus retries the work in place, without counting a failure."""
 
 
 @dataclass(frozen=True, slots=True)
