@@ -1,0 +1,181 @@
+"""The mailer role: take email jobs off the bus and deliver each one once.
+
+Per job: parse it (a job that does not parse is dead-lettered), drop it when the store says it was
+sent already, build the message, send it, and record it as sent *before* returning — the bus
+acknowledges only after the handler returns, so a crash in between costs at most one repeat, never a
+loss.
+
+Temporary failures are retried inside the handler with exponential backoff and full jitter: a job
+waiting for its next try holds only its own concurrency slot, so other jobs keep flowing. After
+``max_tries`` tries, or at once on a permanent failure, the job is dead-lettered with the server's
+reply as the reason (``gateway mailer dead`` shows it, ``gateway mailer replay`` retries it).
+
+Two copies of one job handled at the same moment in this process are sent once: the second waits for
+the first and then finds it recorded. A send that succeeded but could not be recorded (the store was
+away) is remembered here, so the bus's retry records it instead of sending again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from email.message import EmailMessage
+from typing import NoReturn
+
+from gateway.bus.base import Bus, Delivery, Rejected, Subscription, Topic, Unavailable
+from gateway.schema import EmailJob, SchemaError, parse_email
+from gateway.store.base import Store, StoreUnavailable
+from mailer.message import build_message, parse_sender
+from mailer.transport import MailTransport, PermanentMailError, TemporaryMailError
+
+log = logging.getLogger(__name__)
+
+SEEN_NAMESPACE = "email"
+
+
+class Mailer:
+    """Consume :attr:`Topic.EMAIL` and deliver through ``transport``.
+
+    ``counters`` counts ``sent``, ``retried`` (tries after a temporary failure), ``failed``
+    (dead-lettered) and ``duplicate`` (dropped as already sent); ``handled`` counts finished handler
+    calls, whatever their outcome, and :meth:`wait_handled` waits for it.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        transport: MailTransport,
+        *,
+        mail_from: str,
+        max_recipients: int = 10,
+        dedup_ttl: float = 86400.0,
+        retry_base: float = 1.0,
+        retry_max: float = 300.0,
+        max_tries: int = 8,
+    ) -> None:
+        parse_sender(mail_from)  # a bad GATEWAY_MAIL_FROM fails here, at start, not once per job
+        if max_tries < 1:
+            raise ValueError("max_tries must be at least 1")
+        self.bus = bus
+        self.store = store
+        self.transport = transport
+        self.mail_from = mail_from
+        self.max_recipients = max_recipients
+        self.dedup_ttl = dedup_ttl
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.max_tries = max_tries
+        self.counters: dict[str, int] = {"sent": 0, "retried": 0, "failed": 0, "duplicate": 0}
+        self.handled = 0
+        self._progress = asyncio.Event()  # set and replaced after each handler call
+        self._subscription: Subscription | None = None
+        self._in_flight: dict[str, asyncio.Event] = {}
+        self._sent_unrecorded: set[str] = set()
+        self._stopping = asyncio.Event()
+
+    async def start(self, concurrency: int = 8) -> None:
+        """Subscribe to the email topic; up to ``concurrency`` jobs are handled at once."""
+        if self._subscription is None:
+            self._subscription = await self.bus.subscribe(Topic.EMAIL, self.handle, concurrency=concurrency)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking jobs, let running sends finish (up to ``timeout``), close the transport.
+
+        A job waiting to retry is not waited for: it goes back to the queue unacknowledged (the bus
+        retries an :class:`Unavailable` elsewhere or later), so stopping is quick and loses nothing.
+        """
+        self._stopping.set()
+        subscription, self._subscription = self._subscription, None
+        try:
+            if subscription is not None:
+                await subscription.stop(timeout)
+        finally:
+            await self.transport.close()
+
+    async def handle(self, delivery: Delivery) -> None:
+        """The bus handler: returns once the job is sent (or was already); Rejected when it never will be."""
+        try:
+            job = parse_email(delivery.envelope.body)
+        except SchemaError as exc:
+            self.counters["failed"] += 1
+            self._count_handled()
+            raise Rejected(str(exc)) from None
+        # Another copy of this job is being handled here right now: wait for it, then look again.
+        while (running := self._in_flight.get(job.id)) is not None:
+            await running.wait()
+        done = self._in_flight[job.id] = asyncio.Event()
+        try:
+            await self._deliver_once(job)
+        finally:
+            del self._in_flight[job.id]
+            done.set()
+            self._count_handled()
+
+    async def wait_handled(self, count: int) -> None:
+        """Return once ``count`` handler calls have finished (sent, dropped, failed or raised)."""
+        while self.handled < count:
+            await self._progress.wait()
+
+    def _count_handled(self) -> None:
+        self.handled += 1
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def _deliver_once(self, job: EmailJob) -> None:
+        try:
+            if job.id in self._sent_unrecorded:
+                await self._record(job)
+                return
+            if await self.store.is_seen(SEEN_NAMESPACE, job.id):
+                self.counters["duplicate"] += 1
+                log.info("email %s was sent already; dropped", job.id)
+                return
+        except StoreUnavailable as exc:
+            raise Unavailable(f"store unavailable: {exc}") from exc
+        try:
+            message = build_message(job, self.mail_from, max_recipients=self.max_recipients)
+        except PermanentMailError as exc:
+            self._fail(job, str(exc))
+        await self._send_with_retries(job, message)
+        self.counters["sent"] += 1
+        log.info("email %s sent (%s)", job.id, message.get("Message-ID"))
+        self._sent_unrecorded.add(job.id)
+        try:
+            await self._record(job)
+        except StoreUnavailable as exc:
+            raise Unavailable(f"email {job.id} sent but not recorded, the store is away: {exc}") from exc
+
+    async def _record(self, job: EmailJob) -> None:
+        await self.store.mark_seen(SEEN_NAMESPACE, job.id, self.dedup_ttl)
+        self._sent_unrecorded.discard(job.id)
+
+    async def _send_with_retries(self, job: EmailJob, message: EmailMessage) -> None:
+        for tries in range(1, self.max_tries + 1):
+            try:
+                await self.transport.send(message)
+                return
+            except PermanentMailError as exc:
+                self._fail(job, str(exc))
+            except TemporaryMailError as exc:
+                if tries == self.max_tries:
+                    self._fail(job, f"gave up after {tries} tries: {exc}")
+                delay = self.backoff(tries)
+                log.warning("email %s: try %d failed (%s); next in %.2fs", job.id, tries, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    raise Unavailable(f"mailer stopping; email {job.id} goes back to the queue") from exc
+                self.counters["retried"] += 1
+
+    def backoff(self, tries: int) -> float:
+        """Full jitter: uniform in [0, min(retry_max, retry_base * 2 ** (tries - 1))]."""
+        ceiling = min(self.retry_max, self.retry_base * 2 ** min(tries - 1, 62))
+        return random.uniform(0.0, ceiling)
+
+    def _fail(self, job: EmailJob, reason: str) -> NoReturn:
+        self.counters["failed"] += 1
+        log.error("email %s dead-lettered: %s", job.id, reason)
+        raise Rejected(reason)
