@@ -9,7 +9,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.app import Gateway, Role, StartupError, build_channels, run_until_signalled
+from gateway.app import (
+    Gateway,
+    Role,
+    StartupError,
+    build_channels,
+    report_startup_error,
+    run_until_signalled,
+)
 from gateway.settings import Settings, SettingsError
 
 EXIT_USAGE = 2
@@ -75,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
 
     if command == "check":
-        from worker.check import run_check
+        from worker.engine.check import run_check
 
         return run_check(args.path or settings.stories, settings.emails)
     if command == "chat":
@@ -106,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(run_until_signalled(gateway))
     except StartupError as exc:
-        return _fail(str(exc))
+        return report_startup_error(exc)
     except KeyboardInterrupt:
         return 0
     return 0

@@ -1,0 +1,37 @@
+"""``gateway check``: print every problem as ``FILE:LINE:COL: message`` (exit 1) or a summary (exit 0)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from worker.engine.loader import load_stories
+from worker.engine.model import Stories
+from worker.engine.problems import Problem, StoriesError
+
+
+def format_problems(problems: list[Problem]) -> str:
+    return "".join(f"{problem}\n" for problem in problems)
+
+
+def summary(stories: Stories) -> str:
+    count = len(stories.stories)
+    steps = stories.step_count
+    files = len(stories.files)
+    return (
+        f"OK: {count} stor{'y' if count == 1 else 'ies'}, {steps} step{'' if steps == 1 else 's'} "
+        f"in {files} file{'' if files == 1 else 's'}"
+    )
+
+
+def run_check(folder: Path | str, emails_dir: Path | str | None = None, out: TextIO | None = None) -> int:
+    """Load ``folder`` like the gateway does; print the problems or the summary; return the exit code."""
+    stream = out if out is not None else sys.stdout
+    try:
+        stories = load_stories(Path(folder), Path(emails_dir) if emails_dir is not None else None)
+    except StoriesError as exc:
+        stream.write(format_problems(exc.problems))
+        return 1
+    stream.write(summary(stories) + "\n")
+    return 0

@@ -1,0 +1,135 @@
+"""The loaded stories: immutable, validated, with templates and conditions already compiled."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from worker.engine.conditions import Condition
+from worker.engine.templates import Template
+
+Entity = Literal["text", "email", "number", "phone"]
+DEFAULT_SESSION_TTL = 1800.0
+DEFAULT_RETRY = "Sorry, I didn't get that."
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where something was written, for tools that point back at the stories (map, test, logs)."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonSpec:
+    """A quick reply. ``payload`` is stable across restarts: ``b:<story>:<step>:<n>`` (or a hash if long)."""
+
+    title: Template
+    payload: str
+    story: str
+    goto: str | None = None
+    jump: str | None = None
+
+    @property
+    def has_target(self) -> bool:
+        return self.goto is not None or self.jump is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    text: Template
+    buttons: tuple[ButtonSpec, ...] = ()
+    when: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SendImage:
+    url: Template
+    caption: Template | None = None
+    when: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SetValues:
+    """``set_session`` or ``set_user``; a ``None`` template deletes the name."""
+
+    scope: Literal["session", "user"]
+    values: tuple[tuple[str, Template | None], ...]
+    when: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SendEmail:
+    to: Template
+    subject: Template
+    body: Template
+    cc: Template | None = None
+    reply_to: Template | None = None
+    html: Template | None = None  # compiled with escape=True
+    when: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Goto:
+    step: str
+    when: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Jump:
+    story: str
+    when: tuple[Condition, ...] = ()
+
+
+Action = SendMessage | SendImage | SetValues | SendEmail | Goto | Jump
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    id: str
+    actions: tuple[Action, ...]
+    next: str | None
+    expect: Entity
+    retry: Template
+    where: Where
+    waits: bool  # it has a `next` or a button with a target: the conversation waits here
+
+
+@dataclass(frozen=True, slots=True)
+class Story:
+    id: str
+    triggers: tuple[str, ...]
+    steps: Mapping[str, Step]  # in file order; the first is the entry
+    entry: str
+    ttl: float  # its own session_ttl, else the bot's
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class Bot:
+    session_ttl: float = DEFAULT_SESSION_TTL
+    fallback: str | None = None
+    phone_region: str | None = None  # extension: region for phone numbers written without +country
+
+
+@dataclass(frozen=True, slots=True)
+class Stories:
+    """Everything the engine needs, with the lookup tables precomputed."""
+
+    bot: Bot
+    stories: Mapping[str, Story]
+    exact_triggers: Mapping[str, str]  # case-folded trigger → story id
+    pattern_triggers: tuple[tuple[re.Pattern[str], str], ...]  # in file order
+    buttons: Mapping[str, ButtonSpec]  # payload → button
+    files: tuple[str, ...] = field(default=())
+
+    @property
+    def step_count(self) -> int:
+        return sum(len(story.steps) for story in self.stories.values())
