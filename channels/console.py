@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from channels.base import Channel
+from channels.text import button_by_number, numbered_choices
 from gateway.schema import Button, ButtonPress, Reply
 
 
@@ -15,7 +16,7 @@ def render_text(reply: Reply) -> str:
         caption = f" — {reply.image.caption}" if reply.image.caption else ""
         lines.append(f"[image] {reply.image.url}{caption}")
     if reply.buttons:
-        lines.append("  ".join(f"[{n}] {b.title}" for n, b in enumerate(reply.buttons, 1)))
+        lines.append(numbered_choices(reply.buttons, template="[{n}] {title}", separator="  "))
     return "\n".join(lines)
 
 
@@ -32,8 +33,7 @@ class ConsoleChannel(Channel):
 
     def press(self, text: str) -> ButtonPress | None:
         """A bare number picks that button of the last reply that offered buttons."""
-        stripped = text.strip()
-        if stripped.isdigit() and 1 <= int(stripped) <= len(self.last_buttons):
-            button = self.last_buttons[int(stripped) - 1]
-            return ButtonPress(payload=button.payload, title=button.title)
-        return None
+        button = button_by_number(text, self.last_buttons)
+        if button is None:
+            return None
+        return ButtonPress(payload=button.payload, title=button.title)

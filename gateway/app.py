@@ -15,6 +15,7 @@ import enum
 import functools
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,13 +24,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from channels.base import Channel
+from channels.registry import build_channels
 from gateway.bus.base import Bus
 from gateway.delivery import Deliverer
 from gateway.heartbeat import beat
 from gateway.http import health_routes
 from gateway.ingress import Ingress
 from gateway.metrics import Metrics
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError
 from gateway.store.base import Store
 
 if TYPE_CHECKING:
@@ -48,7 +50,15 @@ class Role(enum.StrEnum):
 
 
 class StartupError(Exception):
-    """A problem that stops the process at start; printed as one line (or one line per story problem)."""
+    """A problem that stops the process at start; printed as one line."""
+
+
+class StoriesRefused(StartupError):
+    """Stories that `gateway check` rejects: the process prints the same positioned lines and stops."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(f"{len(lines)} problem(s) in the stories; not starting")
+        self.lines = lines
 
 
 def build_bus(settings: Settings) -> Bus:
@@ -81,12 +91,6 @@ def build_store(settings: Settings, clock: Callable[[], float] | None = None) ->
     )
 
 
-def build_channels(settings: Settings) -> list[Channel]:
-    """The channels switched on by the settings."""
-    channels: list[Channel] = []
-    return channels
-
-
 async def _until_ready(name: str, attempt: Callable[[], object], deadline: float) -> None:
     delay = 0.5
     while True:
@@ -113,7 +117,7 @@ class Gateway:
 
     settings: Settings
     roles: frozenset[Role]
-    channels: list[Channel] = field(default_factory=list)
+    channels: list[Channel] | None = None  # None: the channels the settings switch on
     serve_http: bool = True
     metrics: Metrics = field(default_factory=Metrics)
     bus: Bus | None = None
@@ -131,66 +135,98 @@ class Gateway:
             engine = load_engine(settings)  # refuses broken stories before connecting anywhere
         self.bus = self.bus or build_bus(settings)
         self.store = self.store or build_store(settings)
+        if self.channels is None:
+            try:
+                self.channels = build_channels(settings, self.store) if Role.SERVE in self.roles else []
+            except SettingsError as exc:
+                raise StartupError(str(exc)) from None
         deadline = time.monotonic() + settings.connect_timeout
         await _until_ready("broker (GATEWAY_AMQP_URL)", self.bus.start, deadline)
         await _until_ready("store (GATEWAY_REDIS_URL)", self.store.ping, deadline)
 
         if Role.MAILER in self.roles:
-            from mailer.service import Mailer
-
-            mailer = Mailer(
-                self.bus,
-                self.store,
-                build_transport(settings),
-                mail_from=settings.mail_from,
-                max_recipients=settings.max_recipients,
-                dedup_ttl=settings.dedup_ttl,
-            )
-            await mailer.start()
-            self._stoppers.append(functools.partial(mailer.stop, DRAIN_SECONDS))
+            await self._start_mailer()
         if Role.WORKER in self.roles:
-            from worker.service import StoryWorker
-
             assert engine is not None
-            current = engine
-            story_worker = StoryWorker(self.bus, self.store, lambda: current, metrics=self.metrics)
-            await story_worker.start(settings.worker_concurrency)
-            self._stoppers.append(functools.partial(story_worker.stop, DRAIN_SECONDS))
+            await self._start_worker(engine)
         if Role.SERVE in self.roles:
-            for channel in self.channels:
-                await channel.start()
-            deliverer = Deliverer(
-                self.bus,
-                self.store,
-                {c.name: c for c in self.channels},
-                self.metrics,
-                dedup_ttl=settings.dedup_ttl,
-            )
-            await deliverer.start()
-            self._stoppers.append(functools.partial(deliverer.stop, DRAIN_SECONDS))
-            if self.serve_http:
-                await self._start_http()
+            await self._start_serve()
         if settings.heartbeat_file is not None:
-            self._heartbeat = asyncio.get_running_loop().create_task(beat(settings.heartbeat_file))
-            self._stoppers.append(self._heartbeat.cancel)
+            heartbeat = asyncio.get_running_loop().create_task(beat(settings.heartbeat_file))
+            self._stoppers.append(heartbeat.cancel)
 
-    async def _start_http(self) -> None:
+    async def _start_mailer(self) -> None:
+        from mailer.service import Mailer
+
         assert self.bus is not None and self.store is not None
         settings = self.settings
-        ingress = Ingress(
+        mailer = Mailer(
+            self.bus,
+            self.store,
+            build_transport(settings),
+            mail_from=settings.mail_from,
+            max_recipients=settings.max_recipients,
+            dedup_ttl=settings.dedup_ttl,
+        )
+        await mailer.start()
+        self._stoppers.append(functools.partial(mailer.stop, DRAIN_SECONDS))
+
+    async def _start_worker(self, engine: Engine) -> None:
+        from worker.service import StoryWorker
+
+        assert self.bus is not None and self.store is not None
+        self.engine = engine
+        story_worker = StoryWorker(self.bus, self.store, lambda: self.engine, metrics=self.metrics)
+        await story_worker.start(self.settings.worker_concurrency)
+        self._stoppers.append(functools.partial(story_worker.stop, DRAIN_SECONDS))
+
+    async def _start_serve(self) -> None:
+        assert self.bus is not None and self.store is not None and self.channels is not None
+        settings = self.settings
+        for channel in self.channels:
+            await channel.start()
+        deliverer = Deliverer(
+            self.bus,
+            self.store,
+            {c.name: c for c in self.channels},
+            self.metrics,
+            dedup_ttl=settings.dedup_ttl,
+        )
+        await deliverer.start()
+        self._stoppers.append(functools.partial(deliverer.stop, DRAIN_SECONDS))
+        self.ingress = Ingress(
             self.bus, self.store, self.metrics, public_url=settings.public_url, dedup_ttl=settings.dedup_ttl
         )
+        self._stoppers.insert(0, self.ingress.close)
+        if settings.telegram_mode == "polling":
+            self._start_polling()
+        if self.serve_http:
+            await self._start_http()
+
+    def _start_polling(self) -> None:
+        from channels.telegram import TelegramChannel
+        from channels.telegram_polling import TelegramPoller
+
+        assert self.channels is not None
+        for channel in self.channels:
+            if isinstance(channel, TelegramChannel):
+                poller = TelegramPoller(channel)
+                task = asyncio.get_running_loop().create_task(poller.run(self.ingress.accept))
+                self._stoppers.insert(0, poller.stop)
+                self._stoppers.append(functools.partial(asyncio.wait, [task], timeout=DRAIN_SECONDS))
+
+    async def _start_http(self) -> None:
+        assert self.bus is not None and self.store is not None and self.channels is not None
+        settings = self.settings
         app = web.Application(client_max_size=2 * 1024 * 1024)
         app.add_routes(health_routes(self.bus, self.store, self.metrics))
-        app.add_routes(ingress.routes(self.channels))
+        app.add_routes(self.ingress.routes(self.channels))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.host, settings.port, shutdown_timeout=2.0)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
-        port = sockets[0].getsockname()[1] if sockets else settings.port
+        port = self._runner.addresses[0][1] if self._runner.addresses else settings.port
         self.address = f"http://{settings.host}:{port}"
-        self._stoppers.insert(0, ingress.close)
 
     def describe(self) -> list[str]:
         """What this process serves, for the start-up log."""
@@ -200,7 +236,7 @@ class Gateway:
         lines.append(f"store: {'in-memory' if s.redis_url is None else _safe_url(s.redis_url)}")
         if Role.SERVE in self.roles:
             lines.append(f"listening on {self.address} (public URL {s.public_url})")
-            names = ", ".join(c.describe() for c in self.channels) or "none configured"
+            names = ", ".join(c.describe() for c in self.channels or ()) or "none configured"
             lines.append(f"channels: {names}")
         if Role.WORKER in self.roles:
             lines.append(f"stories: {s.stories}")
@@ -221,7 +257,7 @@ class Gateway:
             if isinstance(result, BaseException):
                 log.warning("while stopping: %r", result)
         self._stoppers.clear()
-        for channel in self.channels:
+        for channel in self.channels or ():
             with contextlib.suppress(Exception):
                 await channel.close()
         if self.bus is not None:
@@ -254,7 +290,7 @@ def load_engine(settings: Settings) -> Engine:
     try:
         return Engine(load_stories(settings.stories, settings.emails))
     except StoriesError as exc:
-        raise StartupError("\n".join(str(p) for p in exc.problems)) from None
+        raise StoriesRefused([str(p) for p in exc.problems]) from None
 
 
 def build_transport(settings: Settings) -> MailTransport:
@@ -265,6 +301,14 @@ def build_transport(settings: Settings) -> MailTransport:
     from mailer.smtp import SmtpTransport
 
     return SmtpTransport(settings.smtp)
+
+
+def report_startup_error(exc: StartupError) -> int:
+    """Print why the process cannot start (story problems one per line, as `gateway check` does)."""
+    for line in getattr(exc, "lines", []):
+        print(line, file=sys.stderr)
+    print(f"error: {exc}", file=sys.stderr)
+    return 1
 
 
 async def run_until_signalled(gateway: Gateway) -> None:

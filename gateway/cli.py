@@ -13,7 +13,6 @@ from gateway.app import (
     Gateway,
     Role,
     StartupError,
-    build_channels,
     report_startup_error,
     run_until_signalled,
 )
@@ -109,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dataclasses import replace
 
         settings = replace(settings, worker_concurrency=args.concurrency)
-    gateway = Gateway(settings, roles, channels=build_channels(settings) if Role.SERVE in roles else [])
+    gateway = Gateway(settings, roles)
     try:
         asyncio.run(run_until_signalled(gateway))
     except StartupError as exc:

@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from channels.base import Accepted, Channel, Endpoint, WebhookError, WebhookRequest
-from gateway.bus.base import Bus, BusUnavailable, Envelope, Topic
+from gateway.bus.base import Bus, Envelope, Topic, Unavailable
 from gateway.metrics import Metrics
 from gateway.schema import Inbound
-from gateway.store.base import Store, StoreUnavailable
+from gateway.store.base import Store
 
 log = logging.getLogger("gateway.ingress")
 
@@ -69,12 +69,11 @@ class Ingress:
         )
         try:
             accepted = await endpoint.handle(raw)
+            await self.accept(accepted.messages)
         except WebhookError as exc:
             log.warning("webhook %s refused (%d): %s", request.path, exc.status, exc.reason)
             return web.Response(status=exc.status, text=exc.reason + "\n"), f"refused_{exc.status}"
-        try:
-            await self.accept(accepted.messages)
-        except (BusUnavailable, StoreUnavailable) as exc:
+        except Unavailable as exc:
             log.warning("webhook %s not accepted, answering 503: %s", request.path, exc)
             return web.Response(status=503, text="try again later\n"), "unavailable"
         if accepted.after is not None:

@@ -77,6 +77,10 @@ class Store(ABC):
     async def is_seen(self, namespace: str, item: str) -> bool: ...
 
     @abstractmethod
+    async def forget_seen(self, namespace: str, item: str) -> None:
+        """Remove a marker (an SMS opt-out after START); nothing happens when there is none."""
+
+    @abstractmethod
     async def ping(self) -> bool:
         """True when the store answers now (for ``/readyz``)."""
 

@@ -116,6 +116,10 @@ class MemoryStore(Store):
         now = self._purge()
         return self._seen.contains((namespace, item), now)
 
+    async def forget_seen(self, namespace: str, item: str) -> None:
+        self._purge()
+        self._seen.pop((namespace, item))
+
     async def ping(self) -> bool:
         return True
 

@@ -267,6 +267,10 @@ class RedisStore(Store):
             found: int = await self._client.exists(self.keys.seen(namespace, item))
         return found > 0
 
+    async def forget_seen(self, namespace: str, item: str) -> None:
+        with _unavailable_on_failure():
+            await self._client.delete(self.keys.seen(namespace, item))
+
     async def ping(self) -> bool:
         try:
             return bool(await self._client.ping())

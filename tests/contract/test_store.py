@@ -343,3 +343,11 @@ async def test_memory_store_forgets_conversations_that_ended() -> None:
     clock.advance(3600.0)
     await store.is_seen("inbound", "anything")  # any call purges what has expired
     assert store.entry_count() == 20  # the 20 users with attributes
+
+
+async def test_forget_seen_removes_a_marker(store: Store) -> None:
+    assert await store.mark_seen("optout", "+15550001111", 3600)
+    await store.forget_seen("optout", "+15550001111")
+    assert not await store.is_seen("optout", "+15550001111")
+    assert await store.mark_seen("optout", "+15550001111", 3600), "a forgotten marker can be set again"
+    await store.forget_seen("optout", "never-set")  # no error

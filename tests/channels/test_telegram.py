@@ -1,0 +1,329 @@
+"""Telegram: parse and verify (doc fixtures), render and send (fake Bot API), through ingress and delivery."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiogram.types import Update
+
+from channels.base import Malformed, Refused, RetryLater, Unauthorized, WebhookRequest
+from channels.telegram import CALLBACK_DATA_LIMIT, TelegramChannel, callback_data
+from gateway.schema import Button, Image, Reply
+from gateway.store.memory import MemoryStore
+from tests.channels.conftest import (
+    SpyBus,
+    delivering,
+    fixture,
+    post,
+    publish_reply,
+    signed,
+    webhook_client,
+    webhook_request,
+)
+from tests.fakes import FakeTelegram, telegram_callback_update, telegram_text_update, telegram_update_request
+
+SECRET = "s3cret_Token-1"
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def channel(tg: FakeTelegram) -> AsyncIterator[TelegramChannel]:
+    channel = TelegramChannel(tg.token, api_url=tg.url, webhook_secret=SECRET)
+    yield channel
+    await channel.close()
+
+
+def reply(text: str = "", *, chat: str = "1111111", n: int = 0, **fields: object) -> Reply:
+    return Reply(id=f"telegram:update:1/r{n}", channel="telegram", chat=chat, user=chat, text=text, **fields)
+
+
+def update_request(name: str, secret: str | None = SECRET) -> WebhookRequest:
+    return signed(telegram_update_request(fixture(name), secret))
+
+
+# Parse and verify
+
+
+async def test_text_message_from_the_docs(channel: TelegramChannel) -> None:
+    accepted = await channel.handle_webhook(update_request("telegram_text.json"))
+    [message] = accepted.messages
+    assert message.id == "telegram:update:10000"
+    assert (message.channel, message.chat, message.user) == ("telegram", "1111111", "1111111")
+    assert message.text == "/start"
+    assert message.channel_message_id == "1365"
+    assert message.user_name == "Test Firstname Test Lastname"
+    assert message.sent_at == 1441645532
+    assert accepted.after is None
+
+
+async def test_command_addressed_to_the_bot_by_name_loses_the_name(channel: TelegramChannel) -> None:
+    update = telegram_text_update(5, -100, "/start@fake_bot now", user_id=42)
+    [message] = channel.accept_update(_update(update)).messages
+    assert message.text == "/start now"
+    assert (message.chat, message.user) == ("-100", "42")
+
+
+async def test_photo_with_caption_becomes_an_image_attachment(channel: TelegramChannel) -> None:
+    accepted = await channel.handle_webhook(update_request("telegram_photo.json"))
+    [message] = accepted.messages
+    assert message.text == "My street"
+    [attachment] = message.attachments
+    assert attachment.kind == "image"
+    assert attachment.url == "telegram-file:AgADBAADlarge"  # the largest size, by file id
+    assert attachment.mime == "image/jpeg"
+
+
+async def test_document_becomes_a_file_attachment(channel: TelegramChannel) -> None:
+    [message] = (await channel.handle_webhook(update_request("telegram_document.json"))).messages
+    [attachment] = message.attachments
+    assert (attachment.kind, attachment.name, attachment.mime) == ("file", "Testfile.pdf", "application/pdf")
+
+
+@pytest.mark.parametrize(
+    "name", ["telegram_edited.json", "telegram_voice.json", "telegram_inline_query.json"]
+)
+async def test_other_update_kinds_are_acknowledged_and_ignored(channel: TelegramChannel, name: str) -> None:
+    accepted = await channel.handle_webhook(update_request(name))
+    assert accepted.messages == ()
+    assert accepted.after is None
+
+
+async def test_button_press_is_the_button_with_its_title_and_is_answered(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    accepted = await channel.handle_webhook(update_request("telegram_callback_message.json"))
+    [message] = accepted.messages
+    assert message.id == "telegram:update:10001"
+    assert message.button is not None
+    assert message.button.payload == "Data from button callback"
+    assert message.button.title == "Somewhere else"
+    assert message.text == "Somewhere else"
+    assert (message.chat, message.user, message.channel_message_id) == ("1111111", "1111111", "1366")
+    assert accepted.after is not None
+    await accepted.after()
+    [call] = tg.calls_to("answerCallbackQuery", ok=True)
+    assert call.params["callback_query_id"] == "4382bfdwdsb323b2d9"
+
+
+async def test_press_on_an_inline_message_is_only_answered(channel: TelegramChannel) -> None:
+    accepted = await channel.handle_webhook(update_request("telegram_callback_inline.json"))
+    assert accepted.messages == ()
+    assert accepted.after is not None
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong", SECRET + "x", SECRET[:-1]])
+async def test_missing_or_wrong_secret_is_refused(channel: TelegramChannel, secret: str | None) -> None:
+    with pytest.raises(Unauthorized):
+        await channel.handle_webhook(update_request("telegram_text.json", secret))
+
+
+async def test_no_secret_configured_accepts_updates_without_the_header(tg: FakeTelegram) -> None:
+    channel = TelegramChannel(tg.token, api_url=tg.url)
+    try:
+        accepted = await channel.handle_webhook(update_request("telegram_text.json", None))
+        assert len(accepted.messages) == 1
+    finally:
+        await channel.close()
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"not json", b"[]", b'{"message": {"text": "hi"}}', b'{"update_id": "x"}']
+)
+async def test_malformed_bodies_are_refused(channel: TelegramChannel, body: bytes) -> None:
+    request = webhook_request("/webhooks/telegram", body, {"X-Telegram-Bot-Api-Secret-Token": SECRET})
+    with pytest.raises(Malformed):
+        await channel.handle_webhook(request)
+
+
+# Render and send
+
+
+def test_callback_data_is_the_payload_when_it_fits_else_a_stable_digest() -> None:
+    assert callback_data("Paris") == "Paris"
+    assert callback_data("é" * 32) == "é" * 32  # 64 bytes exactly
+    long = "goto:" + "x" * 100
+    digest = callback_data(long)
+    assert len(digest.encode()) <= CALLBACK_DATA_LIMIT
+    assert digest == callback_data(long) != callback_data(long + "y")
+    assert digest.startswith("#")
+
+
+async def test_press_on_a_digest_button_comes_back_with_its_title(channel: TelegramChannel) -> None:
+    data = callback_data("p" * 80)
+    update = telegram_callback_update(7, 55, data, title="A long choice")
+    [message] = channel.accept_update(_update(update)).messages
+    assert message.button is not None
+    assert (message.button.payload, message.button.title, message.text) == (
+        data,
+        "A long choice",
+        "A long choice",
+    )
+
+
+async def test_text_is_sent_plain_so_user_text_cannot_break_formatting(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    text = "<b>bold?</b> *not* _italic_ [link](http://x) & `code`"
+    await channel.send(reply(text))
+    [call] = tg.calls_to("sendMessage", ok=True)
+    assert call.params["chat_id"] == "1111111"
+    assert call.params["text"] == text
+    assert "parse_mode" not in call.params
+    assert "reply_markup" not in call.params
+
+
+async def test_buttons_become_an_inline_keyboard(channel: TelegramChannel, tg: FakeTelegram) -> None:
+    long_payload = "jump:" + "z" * 90
+    buttons = (Button(title="Paris", payload="Paris"), Button(title="Elsewhere", payload=long_payload))
+    await channel.send(reply("Where do you live?", buttons=buttons))
+    [call] = tg.calls_to("sendMessage", ok=True)
+    assert call.params["reply_markup"] == {
+        "inline_keyboard": [
+            [{"text": "Paris", "callback_data": "Paris"}],
+            [{"text": "Elsewhere", "callback_data": callback_data(long_payload)}],
+        ]
+    }
+
+
+async def test_image_is_sent_as_a_photo_with_caption_and_buttons(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    image = Image(url="https://example.com/cat.jpg", caption="A cat")
+    await channel.send(reply("Like it?", image=image, buttons=(Button(title="Yes", payload="yes"),)))
+    [call] = tg.calls_to("sendPhoto", ok=True)
+    assert call.params["photo"] == "https://example.com/cat.jpg"
+    assert call.params["caption"] == "A cat\n\nLike it?"
+    assert call.params["reply_markup"]["inline_keyboard"] == [[{"text": "Yes", "callback_data": "yes"}]]
+    assert tg.calls_to("sendMessage") == []
+
+
+async def test_text_over_telegram_limit_is_split(channel: TelegramChannel, tg: FakeTelegram) -> None:
+    await channel.send(reply("a" * 5000, buttons=(Button(title="OK", payload="ok"),)))
+    first, second = tg.calls_to("sendMessage", ok=True)
+    assert (len(first.params["text"]), len(second.params["text"])) == (4096, 904)
+    assert "reply_markup" not in first.params and "reply_markup" in second.params
+
+
+async def test_flood_control_is_retry_later_with_its_wait(channel: TelegramChannel, tg: FakeTelegram) -> None:
+    tg.fail_next(1, 429, retry_after=7)
+    with pytest.raises(RetryLater) as caught:
+        await channel.send(reply("hi"))
+    assert caught.value.after == 7
+
+
+@pytest.mark.parametrize("status", [500, 502])
+async def test_server_errors_are_retry_later_with_backoff(
+    channel: TelegramChannel, tg: FakeTelegram, status: int
+) -> None:
+    tg.fail_next(1, status)
+    with pytest.raises(RetryLater) as caught:
+        await channel.send(reply("hi"))
+    assert caught.value.after is None
+
+
+async def test_network_error_is_retry_later(channel: TelegramChannel, tg: FakeTelegram) -> None:
+    tg.drop_next(1)
+    with pytest.raises(RetryLater):
+        await channel.send(reply("hi"))
+
+
+async def test_blocked_bot_and_unknown_chat_are_refused(channel: TelegramChannel, tg: FakeTelegram) -> None:
+    tg.blocked_chats.add("1111111")
+    with pytest.raises(Refused, match="bot was blocked by the user"):
+        await channel.send(reply("hi"))
+    tg.fail_next(1, 400, description="Bad Request: chat not found")
+    with pytest.raises(Refused, match="chat not found"):
+        await channel.send(reply("hi", chat="999"))
+
+
+# Through the shared ingress
+
+
+async def test_webhook_publishes_once_and_drops_the_duplicate(channel: TelegramChannel) -> None:
+    bus, store = SpyBus(), MemoryStore()
+    async with webhook_client([channel], bus, store) as (client, _):
+        request = telegram_update_request(fixture("telegram_text.json"), SECRET)
+        assert (await post(client, request))[0] == 200
+        assert (await post(client, request))[0] == 200
+    [message] = bus.inbound()
+    assert message.id == "telegram:update:10000"
+
+
+async def test_webhook_forged_malformed_and_oversized_publish_nothing(channel: TelegramChannel) -> None:
+    bus, store = SpyBus(), MemoryStore()
+    async with webhook_client([channel], bus, store) as (client, _):
+        forged = telegram_update_request(fixture("telegram_text.json"), "forged")
+        assert (await post(client, forged))[0] == 401
+        malformed = telegram_update_request({"update_id": "nope"}, SECRET)
+        assert (await post(client, malformed))[0] == 400
+        huge = telegram_text_update(1, 1, "x" * (1024 * 1024 + 10))
+        assert (await post(client, telegram_update_request(huge, SECRET)))[0] == 413
+    assert bus.published == []
+
+
+async def test_webhook_answers_the_button_press_after_publishing(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    bus, store = SpyBus(), MemoryStore()
+    async with webhook_client([channel], bus, store) as (client, _):
+        status, _ = await post(
+            client, telegram_update_request(fixture("telegram_callback_message.json"), SECRET)
+        )
+        assert status == 200
+        [call] = await tg.wait_for_calls(1, method="answerCallbackQuery")
+    assert call.ok
+    [message] = bus.inbound()
+    assert message.button is not None
+
+
+# Through the shared deliverer
+
+
+async def test_flood_control_then_success_waits_the_retry_after(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    bus, store = SpyBus(), MemoryStore()
+    tg.fail_next(1, 429, method="sendMessage", retry_after=1)
+    async with delivering(bus, store, channel):
+        started = time.monotonic()
+        await publish_reply(bus, reply("hello"))
+        calls = await tg.wait_for_calls(2, method="sendMessage")
+        elapsed = time.monotonic() - started
+    assert [c.status for c in calls] == [429, 200]
+    assert elapsed >= 0.95
+    assert bus.buried == []
+
+
+async def test_permanent_refusal_is_dead_lettered_with_its_reason(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    bus, store = SpyBus(), MemoryStore()
+    tg.blocked_chats.add("1111111")
+    async with delivering(bus, store, channel):
+        await publish_reply(bus, reply("hello"))
+        letter = await bus.wait_buried()
+    assert "bot was blocked by the user" in letter.reason
+    assert len(tg.calls_to("sendMessage")) == 1  # not retried
+
+
+def _update(data: dict[str, object]) -> Update:
+    return Update.model_validate(json.loads(json.dumps(data)))
+
+
+async def test_image_with_text_too_long_for_a_caption_is_photo_then_text(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    image = Image(url="https://example.com/cat.jpg", caption="A cat")
+    await channel.send(reply("t" * 2000, image=image, buttons=(Button(title="Yes", payload="yes"),)))
+    [photo] = tg.calls_to("sendPhoto", ok=True)
+    [text] = tg.calls_to("sendMessage", ok=True)
+    assert photo.params["caption"] == "A cat" and "reply_markup" not in photo.params
+    assert text.params["text"] == "t" * 2000 and "reply_markup" in text.params
