@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import re
 
-from aiogram.utils.token import TokenValidationError
-
 from channels.base import Channel
 from gateway.settings import Settings, SettingsError
 from gateway.store.base import Store
@@ -49,6 +47,8 @@ def build_channels(settings: Settings, store: Store) -> list[Channel]:
 
 
 def _telegram(settings: Settings) -> Channel:
+    from aiogram.utils.token import TokenValidationError  # aiogram takes 2 s to import: only when used
+
     from channels.telegram import TelegramChannel
 
     assert settings.telegram_bot_token is not None

@@ -14,7 +14,7 @@ import sys
 import time
 
 from channels.console import ConsoleChannel
-from gateway.app import Gateway, Role, StartupError
+from gateway.app import Gateway, Role, StartupError, report_startup_error
 from gateway.bus.base import Envelope, Topic
 from gateway.schema import Inbound
 from gateway.settings import Settings
@@ -32,8 +32,7 @@ async def chat(settings: Settings, *, user: str) -> int:
     try:
         await gateway.start()
     except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return report_startup_error(exc)
     assert gateway.bus is not None
     if settings.smtp is None:
         print(f"(emails are written to {settings.outbox}/)", file=sys.stderr)

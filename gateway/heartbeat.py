@@ -16,7 +16,7 @@ INTERVAL = 5.0
 
 async def beat(path: Path, interval: float = INTERVAL) -> None:
     while True:
-        path.touch()
+        path.touch()  # noqa: ASYNC240 - one tiny metadata write every few seconds
         await asyncio.sleep(interval)
 
 

@@ -1,0 +1,65 @@
+"""A real SMTP server on localhost (aiosmtpd) that keeps what it receives and lets a test await it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class SmtpSink:
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._arrived: asyncio.Condition | None = None
+        self._controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._controller is not None
+        return f"smtp://127.0.0.1:{self._controller.port}"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        message: Any = message_from_bytes(content, policy=policy.default)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._add, message)
+        return "250 OK"
+
+    def _add(self, message: EmailMessage) -> None:
+        self.messages.append(message)
+        asyncio.ensure_future(self._notify())
+
+    async def _notify(self) -> None:
+        assert self._arrived is not None
+        async with self._arrived:
+            self._arrived.notify_all()
+
+    async def start(self) -> SmtpSink:
+        self._loop = asyncio.get_running_loop()
+        self._arrived = asyncio.Condition()
+        self._controller = Controller(self, hostname="127.0.0.1", port=free_port())
+        await asyncio.to_thread(self._controller.start)
+        return self
+
+    async def stop(self) -> None:
+        if self._controller is not None:
+            await asyncio.to_thread(self._controller.stop)
+
+    async def wait_for(self, count: int, timeout: float = 20.0) -> list[EmailMessage]:
+        assert self._arrived is not None
+        async with asyncio.timeout(timeout), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.messages) >= count)
+        return self.messages
