@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -47,19 +46,21 @@ def envelopes_of(message: Inbound, recorded: Sequence[bytes]) -> dict[Topic, lis
 
 
 class _FaultPoints:
-    """Test-only crash points (``GATEWAY_TEST_FREEZE_AT=after_commit|after_publish``).
+    """Test-only crash points: ``GATEWAY_TEST_FREEZE_AT=after_commit`` or ``after_publish``, optionally
+    ``@<message id>`` to stop only on that message.
 
-    At the named point the process prints ``FROZEN <point> <message id>`` and stops itself (SIGSTOP), so a
-    test can SIGKILL it exactly between two steps of the exactly-once protocol. Unset in production.
+    At the point the process prints ``FROZEN <point> <message id>`` and stops itself (SIGSTOP), so a test
+    can SIGKILL it exactly between two steps of the exactly-once protocol. Unset in production.
     """
 
     def __init__(self) -> None:
-        self.point = os.environ.get("GATEWAY_TEST_FREEZE_AT", "")
+        point, _, message = os.environ.get("GATEWAY_TEST_FREEZE_AT", "").partition("@")
+        self.point = point
+        self.message = message
 
     def reach(self, point: str, message_id: str) -> None:
-        if self.point == point:
+        if self.point == point and self.message in ("", message_id):
             print(f"FROZEN {point} {message_id}", flush=True)
-            sys.stdout.flush()
             os.kill(os.getpid(), signal.SIGSTOP)
 
 

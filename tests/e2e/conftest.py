@@ -119,6 +119,7 @@ async def start_role(role_env: dict[str, str]) -> AsyncIterator[Start]:
     yield start
     for process in started:
         await process.stop()
+        print(f"--- gateway {' '.join(process.args)}:\n{process.output()}")  # shown when a test fails
 
 
 class TelegramUser:

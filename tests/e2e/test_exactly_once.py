@@ -1,0 +1,95 @@
+"""Workers SIGKILLed between the steps of the exactly-once protocol: every reply and email arrives once.
+
+A worker started with GATEWAY_TEST_FREEZE_AT stops itself (SIGSTOP) at that point and prints
+``FROZEN <point> <message id>``; the test then SIGKILLs it, so the kill lands exactly between commit and
+publish, or between publish and ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+
+import aiohttp
+
+from tests.e2e.conftest import Start, TelegramUser, sent_texts
+from tests.e2e.procs import GatewayProcess
+from tests.e2e.smtp_sink import SmtpSink
+from tests.fakes import FakeTelegram
+
+
+HELP, TICKET = "telegram:update:7001", "telegram:update:7002"  # the ids of the first two messages below
+
+
+def queue_depths(vhost: str, prefix: str) -> dict[str, int]:
+    """Messages ready or unacknowledged in each of the test's queues."""
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    out = subprocess.run(
+        [ctl, "-q", "list_queues", "-p", vhost, "name", "messages"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout
+    depths = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].startswith(prefix + ".") and parts[1].isdigit():
+            depths[parts[0]] = int(parts[1])
+    return depths
+
+
+async def wait_until_drained(vhost: str, prefix: str, timeout: float = 20.0) -> None:
+    """Until every work queue of the test is empty and nothing is unacknowledged (dead letters aside)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            busy = {q: n for q, n in queue_depths(vhost, prefix).items() if n and ".dead." not in q}
+            if not busy:
+                return
+            await asyncio.sleep(0.2)  # rabbitmqctl offers no event to wait on
+
+
+async def kill_when_frozen(worker: GatewayProcess, point: str) -> str:
+    message_id = (await worker.wait_for(rf"FROZEN {point} (\S+)")).group(1)
+    worker.signal(signal.SIGKILL)
+    assert await worker.wait(10) == -signal.SIGKILL
+    return message_id
+
+
+async def test_workers_killed_between_commit_publish_and_ack(
+    start_role: Start, telegram: FakeTelegram, smtp: SmtpSink, rabbit_vhost: str, queue_prefix: str
+) -> None:
+    serve = await start_role("serve")
+    await start_role("mailer")
+    address = (await serve.wait_for(r"listening on (http://\S+)")).group(1)
+    async with aiohttp.ClientSession() as http:
+        user = TelegramUser(http, address, chat_id=9001, first_update=7000)
+
+        # 1. Killed after the commit, before publishing: the next worker re-publishes the recorded reply.
+        a = await start_role("worker", wait_ready=False, GATEWAY_TEST_FREEZE_AT=f"after_commit@{HELP}")
+        assert await user.say("help") == 200
+        assert await kill_when_frozen(a, "after_commit") == HELP
+        # 2. Killed after publishing, before the ack: the reply is out; the redelivery must not repeat it.
+        b = await start_role("worker", wait_ready=False, GATEWAY_TEST_FREEZE_AT=f"after_publish@{HELP}")
+        assert await kill_when_frozen(b, "after_publish") == HELP
+        assert "committed before; re-publishing" in b.output()
+        await telegram.wait_for_calls(1, method="sendMessage", ok=True)
+
+        # The same two kills on a message whose turn sends an email and a reply.
+        c = await start_role("worker", wait_ready=False, GATEWAY_TEST_FREEZE_AT=f"after_commit@{TICKET}")
+        assert await user.say("my printer is on fire") == 200
+        assert await kill_when_frozen(c, "after_commit") == TICKET
+        d = await start_role("worker", wait_ready=False, GATEWAY_TEST_FREEZE_AT=f"after_publish@{TICKET}")
+        assert await kill_when_frozen(d, "after_publish") == TICKET
+        await smtp.wait_for(1)
+
+        # A healthy worker takes the message once more (re-publishing), then goes on with the conversation.
+        e = await start_role("worker")
+        assert await user.say("hi") == 200
+        await telegram.wait_for_calls(3, method="sendMessage", ok=True)
+        await wait_until_drained(rabbit_vhost, queue_prefix)
+
+    assert sent_texts(telegram, 9001) == ["What is the problem?", "Ticket sent.", "What's your name?"]
+    assert len(smtp.messages) == 1
+    assert "The user wrote: my printer is on fire" in smtp.messages[0].get_content()
+    assert "committed before; re-publishing" in e.output()
+    assert not any(".dead." in q and n for q, n in queue_depths(rabbit_vhost, queue_prefix).items())
