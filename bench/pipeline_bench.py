@@ -28,9 +28,9 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.bus.base import Delivery, Envelope, Topic  # noqa: E402
-from gateway.bus.rabbit import RabbitBus  # noqa: E402
-from gateway.schema import Inbound, parse_reply  # noqa: E402
+from gateway.bus.base import Delivery, Envelope, Topic
+from gateway.bus.rabbit import RabbitBus
+from gateway.schema import Inbound, parse_reply
 
 STORY = """\
 bot:
@@ -84,7 +84,8 @@ async def floor(amqp_url: str, redis_url: str, count: int) -> tuple[float, list[
         await client.get(f"floor:{n % 200}")
         await client.set(f"floor:{n % 200}", got.body, px=60_000)
         await channel.default_exchange.publish(
-            aio_pika.Message(got.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=outbound.name
+            aio_pika.Message(got.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=outbound.name,
         )
         await got.ack()
         reply = await outbound.get(no_ack=True, fail=False)
@@ -102,7 +103,9 @@ async def floor(amqp_url: str, redis_url: str, count: int) -> tuple[float, list[
     return seconds, latencies
 
 
-async def pipeline(amqp_url: str, redis_url: str, count: int, workers: int, users: int) -> tuple[float, list[float]]:
+async def pipeline(
+    amqp_url: str, redis_url: str, count: int, workers: int, users: int
+) -> tuple[float, list[float]]:
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     stories = Path(tempfile.mkdtemp(prefix="bench-stories-"))
     (stories / "echo.yml").write_text(STORY)
@@ -129,12 +132,16 @@ async def pipeline(amqp_url: str, redis_url: str, count: int, workers: int, user
 
     subscription = await bus.subscribe(Topic.OUTBOUND, on_reply, concurrency=256)
     processes = [
-        subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env, stdin=subprocess.DEVNULL)
+        subprocess.Popen(  # noqa: ASYNC220 - starting a child returns at once
+            [sys.executable, "-m", "gateway.cli", "worker"], env=env, stdin=subprocess.DEVNULL
+        )
         for _ in range(workers)
     ]
     try:
         # Warm up: one message per worker round, so connections and scripts are ready before timing.
-        warm = [Inbound(id=f"warm-{n}", channel="bench", chat=f"w{n}", user=f"w{n}", text="hi") for n in range(50)]
+        warm = [
+            Inbound(id=f"warm-{n}", channel="bench", chat=f"w{n}", user=f"w{n}", text="hi") for n in range(50)
+        ]
         for m in warm:
             sent_at[m.id] = time.perf_counter()
         count_target = count
@@ -146,7 +153,9 @@ async def pipeline(amqp_url: str, redis_url: str, count: int, workers: int, user
         count = count_target
 
         messages = [
-            Inbound(id=f"m-{n}", channel="bench", chat=f"c{n % users}", user=f"u{n % users}", text=f"hello {n}")
+            Inbound(
+                id=f"m-{n}", channel="bench", chat=f"c{n % users}", user=f"u{n % users}", text=f"hello {n}"
+            )
             for n in range(count)
         ]
         started = time.perf_counter()
@@ -155,7 +164,9 @@ async def pipeline(amqp_url: str, redis_url: str, count: int, workers: int, user
             now = time.perf_counter()
             for m in batch:
                 sent_at[m.id] = now
-            await bus.publish(Topic.INBOUND, [Envelope(m.to_json(), m.id, str(m.conversation)) for m in batch])
+            await bus.publish(
+                Topic.INBOUND, [Envelope(m.to_json(), m.id, str(m.conversation)) for m in batch]
+            )
         await asyncio.wait_for(done.wait(), 300)
         seconds = time.perf_counter() - started
     finally:
@@ -175,7 +186,9 @@ async def pipeline(amqp_url: str, redis_url: str, count: int, workers: int, user
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--floor-messages", type=int, default=1500)
     parser.add_argument("--workers", type=int, default=2)

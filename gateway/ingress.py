@@ -18,7 +18,7 @@ from channels.base import Accepted, Channel, Endpoint, WebhookError, WebhookRequ
 from gateway.bus.base import Bus, Envelope, Topic, Unavailable
 from gateway.metrics import Metrics
 from gateway.schema import Inbound
-from gateway.store.base import Store
+from gateway.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("gateway.ingress")
 
@@ -81,11 +81,16 @@ class Ingress:
         return web.Response(body=accepted.body, content_type=accepted.content_type), "accepted"
 
     async def accept(self, messages: Sequence[Inbound]) -> None:
-        """Publish the messages not seen before, with confirm, then remember them as seen."""
-        fresh: list[Inbound] = []
-        for message in messages:
-            if not await self.store.is_seen(SEEN_NAMESPACE, message.id):
-                fresh.append(message)
+        """Publish the messages not seen before, with confirm, then remember them as seen.
+
+        The marker only spares the worker a duplicate: the worker itself never runs one message id twice.
+        So while Redis is away, messages are published unchecked rather than refused.
+        """
+        try:
+            fresh = [m for m in messages if not await self.store.is_seen(SEEN_NAMESPACE, m.id)]
+        except StoreUnavailable as exc:
+            log.warning("store unavailable, publishing without the duplicate check: %s", exc)
+            fresh = list(messages)
         if not fresh:
             return
         await self.bus.publish(
@@ -94,7 +99,11 @@ class Ingress:
         )
         for message in fresh:
             self.metrics.inbound_published.labels(message.channel).inc()
-            await self.store.mark_seen(SEEN_NAMESPACE, message.id, self.dedup_ttl)
+        try:
+            for message in fresh:
+                await self.store.mark_seen(SEEN_NAMESPACE, message.id, self.dedup_ttl)
+        except StoreUnavailable as exc:
+            log.warning("store unavailable, duplicate markers not written: %s", exc)
 
     def _run_after(self, accepted: Accepted) -> None:
         assert accepted.after is not None

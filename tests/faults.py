@@ -21,7 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import signal
 import socket
+from pathlib import Path
 from types import TracebackType
 
 
@@ -140,3 +144,67 @@ class TcpProxy:
             self._links.discard(link)
             for other in link.writers:
                 other.transport.abort()
+
+
+READY = b"Ready to accept connections"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A redis-server subprocess of this test's own, with AOF, that the test may stop and start again."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: asyncio.subprocess.Process | None = None
+        self._output: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = await asyncio.create_subprocess_exec(
+            *(server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "yes", "--dir", str(self.directory), "--loglevel", "notice"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert self.process.stdout is not None
+        log = b""
+        async with asyncio.timeout(10):
+            while READY not in (line := await self.process.stdout.readline()):  # it logs when it is ready
+                if not line:
+                    raise RuntimeError(f"redis-server exited: {log.decode(errors='replace')}")
+                log += line
+        self._output = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        while await self.process.stdout.read(65536):
+            pass
+
+    def pause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    async def stop(self) -> None:
+        if self.process is None:
+            return
+        self.resume()
+        self.process.terminate()
+        await self.process.wait()
+        if self._output is not None:
+            await self._output
+        self.process = None

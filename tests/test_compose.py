@@ -45,7 +45,9 @@ def test_every_role_and_service_is_there(config: dict[str, Any]) -> None:
         assert service["image"] == "chat-gateway:local", "one image for every role"
         assert "healthcheck" in service, role
         env = service["environment"]
-        assert env["GATEWAY_AMQP_URL"].startswith("amqp://") and env["GATEWAY_REDIS_URL"].startswith("redis://")
+        assert env["GATEWAY_AMQP_URL"].startswith("amqp://") and env["GATEWAY_REDIS_URL"].startswith(
+            "redis://"
+        )
         assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
 
 

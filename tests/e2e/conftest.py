@@ -81,8 +81,13 @@ async def smtp() -> AsyncIterator[SmtpSink]:
 
 @pytest.fixture
 def role_env(
-    amqp_url: str, redis_url: str, queue_prefix: str, redis_prefix: str, tmp_path: Path,
-    telegram: FakeTelegram, smtp: SmtpSink,
+    amqp_url: str,
+    redis_url: str,
+    queue_prefix: str,
+    redis_prefix: str,
+    tmp_path: Path,
+    telegram: FakeTelegram,
+    smtp: SmtpSink,
 ) -> dict[str, str]:
     """The settings every role of one test deployment shares."""
     return {
@@ -133,7 +138,9 @@ class TelegramUser:
 
     async def post(self, update: dict[str, Any], secret: str | None = SECRET) -> int:
         request = telegram_update_request(update, secret)
-        async with self.http.post(self.address + request.path, data=request.body, headers=request.headers) as r:
+        async with self.http.post(
+            self.address + request.path, data=request.body, headers=request.headers
+        ) as r:
             return r.status
 
     async def say(self, text: str) -> int:

@@ -23,7 +23,7 @@ class SmtpSink:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._arrived: asyncio.Condition | None = None
+        self._arrived: asyncio.Event | None = None
         self._controller: Controller | None = None
 
     @property
@@ -39,17 +39,13 @@ class SmtpSink:
         return "250 OK"
 
     def _add(self, message: EmailMessage) -> None:
-        self.messages.append(message)
-        asyncio.ensure_future(self._notify())
-
-    async def _notify(self) -> None:
         assert self._arrived is not None
-        async with self._arrived:
-            self._arrived.notify_all()
+        self.messages.append(message)
+        self._arrived.set()
 
     async def start(self) -> SmtpSink:
         self._loop = asyncio.get_running_loop()
-        self._arrived = asyncio.Condition()
+        self._arrived = asyncio.Event()
         self._controller = Controller(self, hostname="127.0.0.1", port=free_port())
         await asyncio.to_thread(self._controller.start)
         return self
@@ -60,6 +56,8 @@ class SmtpSink:
 
     async def wait_for(self, count: int, timeout: float = 20.0) -> list[EmailMessage]:
         assert self._arrived is not None
-        async with asyncio.timeout(timeout), self._arrived:
-            await self._arrived.wait_for(lambda: len(self.messages) >= count)
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
         return self.messages

@@ -19,7 +19,6 @@ from tests.e2e.procs import GatewayProcess
 from tests.e2e.smtp_sink import SmtpSink
 from tests.fakes import FakeTelegram
 
-
 HELP, TICKET = "telegram:update:7001", "telegram:update:7002"  # the ids of the first two messages below
 
 
@@ -28,7 +27,10 @@ def queue_depths(vhost: str, prefix: str) -> dict[str, int]:
     ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     out = subprocess.run(
         [ctl, "-q", "list_queues", "-p", vhost, "name", "messages"],
-        check=True, capture_output=True, text=True, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     depths = {}
     for line in out.splitlines():

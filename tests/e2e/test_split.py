@@ -91,7 +91,9 @@ async def test_many_conversations_keep_their_order_across_workers(
     address = (await serve.wait_for(r"listening on (http://\S+)")).group(1)
     chats, per_chat = 12, 5
     async with aiohttp.ClientSession() as http:
-        users = [TelegramUser(http, address, chat_id=1000 + c, first_update=10_000 * (c + 1)) for c in range(chats)]
+        users = [
+            TelegramUser(http, address, chat_id=1000 + c, first_update=10_000 * (c + 1)) for c in range(chats)
+        ]
 
         async def chat(user: TelegramUser) -> None:
             for n in range(per_chat):
