@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,30 +67,28 @@ async def floor(amqp_url: str, redis_url: str, count: int) -> tuple[float, list[
     """The naive path: every step awaited before the next, one message at a time."""
     connection = await aio_pika.connect(amqp_url)
     channel = await connection.channel(publisher_confirms=True)
+    await channel.set_qos(prefetch_count=1)
     inbound = await channel.declare_queue(f"floor-in-{uuid.uuid4().hex}", durable=True)
     outbound = await channel.declare_queue(f"floor-out-{uuid.uuid4().hex}", durable=True)
     client = aioredis.from_url(redis_url)
     latencies: list[float] = []
     body = Inbound(id="x", channel="bench", chat="c", user="u", text="hello").to_json()
+    persistent = aio_pika.DeliveryMode.PERSISTENT
     started = time.perf_counter()
-    for n in range(count):
-        t0 = time.perf_counter()
-        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=str(n))
-        await channel.default_exchange.publish(message, routing_key=inbound.name)
-        got = await inbound.get(no_ack=False, fail=False)
-        while got is None:
-            got = await inbound.get(no_ack=False, fail=False)
-        await client.get(f"floor:{n % 200}")
-        await client.set(f"floor:{n % 200}", got.body, px=60_000)
-        await channel.default_exchange.publish(
-            aio_pika.Message(got.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key=outbound.name,
-        )
-        await got.ack()
-        reply = await outbound.get(no_ack=True, fail=False)
-        while reply is None:
-            reply = await outbound.get(no_ack=True, fail=False)
-        latencies.append(time.perf_counter() - t0)
+    async with inbound.iterator() as inbox, outbound.iterator() as outbox:
+        for n in range(count):
+            t0 = time.perf_counter()
+            message = aio_pika.Message(body, delivery_mode=persistent, message_id=str(n))
+            await channel.default_exchange.publish(message, routing_key=inbound.name)  # confirmed
+            got = await anext(inbox)
+            await client.get(f"floor:{n % 200}")  # load the conversation
+            await client.set(f"floor:{n % 200}", got.body, px=60_000)  # save it
+            reply = aio_pika.Message(got.body, delivery_mode=persistent)
+            await channel.default_exchange.publish(reply, routing_key=outbound.name)  # confirmed
+            await got.ack()
+            delivered = await anext(outbox)
+            await delivered.ack()
+            latencies.append(time.perf_counter() - t0)
     seconds = time.perf_counter() - started
     await inbound.delete(if_unused=False, if_empty=False)
     await outbound.delete(if_unused=False, if_empty=False)
@@ -103,86 +100,93 @@ async def floor(amqp_url: str, redis_url: str, count: int) -> tuple[float, list[
     return seconds, latencies
 
 
-async def pipeline(
-    amqp_url: str, redis_url: str, count: int, workers: int, users: int
-) -> tuple[float, list[float]]:
-    prefix = f"bench{uuid.uuid4().hex[:6]}"
-    stories = Path(tempfile.mkdtemp(prefix="bench-stories-"))
-    (stories / "echo.yml").write_text(STORY)
-    env = {
-        **os.environ,
-        "GATEWAY_AMQP_URL": amqp_url,
-        "GATEWAY_REDIS_URL": redis_url,
-        "GATEWAY_QUEUE_PREFIX": prefix,
-        "GATEWAY_REDIS_PREFIX": prefix,
-        "GATEWAY_STORIES": str(stories),
-        "GATEWAY_LOG_LEVEL": "warning",
-    }
-    bus = RabbitBus(amqp_url, prefix=prefix)
-    await bus.start()
-    sent_at: dict[str, float] = {}
-    latencies: list[float] = []
-    done = asyncio.Event()
+class Pipeline:
+    """Worker processes on RabbitMQ + Redis, fed and drained by this process over the real bus."""
 
-    async def on_reply(delivery: Delivery) -> None:
+    def __init__(self, amqp_url: str, redis_url: str, workers: int) -> None:
+        self.amqp_url, self.redis_url, self.workers = amqp_url, redis_url, workers
+        self.prefix = f"bench{uuid.uuid4().hex[:6]}"
+        self.bus = RabbitBus(amqp_url, prefix=self.prefix)
+        self.sent_at: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.expected = 0
+        self.done = asyncio.Event()
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.batch = 0
+
+    async def on_reply(self, delivery: Delivery) -> None:
         reply = parse_reply(delivery.envelope.body)
-        latencies.append(time.perf_counter() - sent_at[reply.in_reply_to])
-        if len(latencies) == count:
-            done.set()
+        self.latencies.append(time.perf_counter() - self.sent_at[reply.in_reply_to])
+        if len(self.latencies) >= self.expected:
+            self.done.set()
 
-    subscription = await bus.subscribe(Topic.OUTBOUND, on_reply, concurrency=256)
-    processes = [
-        subprocess.Popen(  # noqa: ASYNC220 - starting a child returns at once
-            [sys.executable, "-m", "gateway.cli", "worker"], env=env, stdin=subprocess.DEVNULL
-        )
-        for _ in range(workers)
-    ]
-    try:
-        # Warm up: one message per worker round, so connections and scripts are ready before timing.
-        warm = [
-            Inbound(id=f"warm-{n}", channel="bench", chat=f"w{n}", user=f"w{n}", text="hi") for n in range(50)
+    async def __aenter__(self) -> Pipeline:
+        self.stories = Path(tempfile.mkdtemp(prefix="bench-stories-"))
+        (self.stories / "echo.yml").write_text(STORY)
+        env = {
+            **os.environ,
+            "GATEWAY_AMQP_URL": self.amqp_url,
+            "GATEWAY_REDIS_URL": self.redis_url,
+            "GATEWAY_QUEUE_PREFIX": self.prefix,
+            "GATEWAY_REDIS_PREFIX": self.prefix,
+            "GATEWAY_STORIES": str(self.stories),
+            "GATEWAY_LOG_LEVEL": "warning",
+        }
+        await self.bus.start()
+        self.subscription = await self.bus.subscribe(Topic.OUTBOUND, self.on_reply, concurrency=256)
+        self.processes = [
+            subprocess.Popen(  # noqa: ASYNC220 - starting a child returns at once
+                [sys.executable, "-m", "gateway.cli", "worker"], env=env, stdin=subprocess.DEVNULL
+            )
+            for _ in range(self.workers)
         ]
-        for m in warm:
-            sent_at[m.id] = time.perf_counter()
-        count_target = count
-        count = len(warm)
-        await bus.publish(Topic.INBOUND, [Envelope(m.to_json(), m.id, str(m.conversation)) for m in warm])
-        await asyncio.wait_for(done.wait(), 60)
-        latencies.clear()
-        done.clear()
-        count = count_target
+        await self.run(50, users=50, chunk=50)  # warm up connections and scripts before timing
+        return self
 
+    async def __aexit__(self, *exc: object) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(15)
+        await self.subscription.stop()
+        await self.bus.close()
+        client = aioredis.from_url(self.redis_url)
+        keys = [k async for k in client.scan_iter(match=f"{self.prefix}:*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await client.delete(*keys[i : i + 1000])
+        await client.aclose()
+        shutil.rmtree(self.stories, ignore_errors=True)
+
+    async def run(
+        self, count: int, *, users: int, chunk: int = 100, rate: float | None = None
+    ) -> tuple[float, list[float]]:
+        """Publish ``count`` messages (at once in chunks, or paced at ``rate``/s); wait for every reply."""
+        self.batch += 1
+        self.latencies, self.expected = [], count
+        self.done.clear()
         messages = [
             Inbound(
-                id=f"m-{n}", channel="bench", chat=f"c{n % users}", user=f"u{n % users}", text=f"hello {n}"
+                id=f"m{self.batch}-{n}",
+                channel="bench",
+                chat=f"c{n % users}",
+                user=f"u{n % users}",
+                text=f"hello {n}",
             )
             for n in range(count)
         ]
         started = time.perf_counter()
-        for start in range(0, count, 100):
-            batch = messages[start : start + 100]
+        for first in range(0, count, chunk):
+            part = messages[first : first + chunk]
+            if rate is not None:  # open loop: publish on schedule whatever the replies do
+                await asyncio.sleep(max(0.0, started + first / rate - time.perf_counter()))
             now = time.perf_counter()
-            for m in batch:
-                sent_at[m.id] = now
-            await bus.publish(
-                Topic.INBOUND, [Envelope(m.to_json(), m.id, str(m.conversation)) for m in batch]
+            for m in part:
+                self.sent_at[m.id] = now
+            await self.bus.publish(
+                Topic.INBOUND, [Envelope(m.to_json(), m.id, str(m.conversation)) for m in part]
             )
-        await asyncio.wait_for(done.wait(), 300)
-        seconds = time.perf_counter() - started
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(15)
-        await subscription.stop()
-        await bus.close()
-        client = aioredis.from_url(redis_url)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        for i in range(0, len(keys), 1000):
-            await client.delete(*keys[i : i + 1000])
-        await client.aclose()
-        shutil.rmtree(stories, ignore_errors=True)
-    return seconds, latencies
+        await asyncio.wait_for(self.done.wait(), 300)
+        return time.perf_counter() - started, self.latencies
 
 
 async def main() -> None:
@@ -193,6 +197,8 @@ async def main() -> None:
     parser.add_argument("--floor-messages", type=int, default=1500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=250.0, help="offered rate of the paced run")
+    parser.add_argument("--paced-seconds", type=int, default=4)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
     vhost = f"gwbench-{uuid.uuid4().hex[:8]}"
@@ -200,13 +206,16 @@ async def main() -> None:
     rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     try:
-        print(f"bus-level pipeline, {args.workers} worker processes, {args.users} conversations")
+        print(f"bus-level pipeline: {args.workers} worker processes, {args.users} conversations")
         floor_seconds, floor_lat = await floor(amqp_url, args.redis, args.floor_messages)
         floor_rate = report("floor (naive, one at a time)", args.floor_messages, floor_seconds, floor_lat)
-        seconds, latencies = await pipeline(amqp_url, args.redis, args.messages, args.workers, args.users)
-        rate = report("pipeline (saturated)", args.messages, seconds, latencies)
-        print(f"ratio pipeline / floor: {rate / floor_rate:.2f}x   (goal: at least 1.0x)")
-        print(f"mean floor latency {statistics.mean(floor_lat) * 1000:.2f} ms")
+        async with Pipeline(amqp_url, args.redis, args.workers) as pipeline:
+            seconds, latencies = await pipeline.run(args.messages, users=args.users)
+            rate = report("pipeline (all published at once)", args.messages, seconds, latencies)
+            paced = int(args.rate * args.paced_seconds)
+            seconds, latencies = await pipeline.run(paced, users=args.users, chunk=1, rate=args.rate)
+            report(f"pipeline (paced at {args.rate:.0f}/s)", paced, seconds, latencies)
+        print(f"throughput ratio pipeline / floor: {rate / floor_rate:.2f}x   (goal: at least 1.0x)")
     finally:
         rabbitmqctl("delete_vhost", vhost)
 
