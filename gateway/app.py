@@ -191,6 +191,7 @@ class Gateway:
             {c.name: c for c in self.channels},
             self.metrics,
             dedup_ttl=settings.dedup_ttl,
+            rate_limits=settings.rate_limits,
         )
         await deliverer.start()
         self._stoppers.append(functools.partial(deliverer.stop, DRAIN_SECONDS))

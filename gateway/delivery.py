@@ -13,8 +13,8 @@ import logging
 import random
 from collections.abc import Mapping
 
-from channels.base import Channel, Refused, RetryLater
-from gateway.bus.base import Bus, Delivery, Rejected, Subscription, Topic
+from channels.base import Channel, RateLimit, Refused, RetryLater
+from gateway.bus.base import REPLAY_HEADER, Bus, Delivery, Rejected, Subscription, Topic
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
 from gateway.schema import SchemaError, parse_reply
@@ -37,6 +37,7 @@ class Deliverer:
         max_tries: int = 8,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        rate_limits: bool = True,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -46,7 +47,10 @@ class Deliverer:
         self.max_tries = max_tries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        self.limiters = {name: RateLimiter(ch.rate_limit) for name, ch in self.channels.items()}
+        self.limiters = {
+            name: RateLimiter(channel.rate_limit if rate_limits else RateLimit())
+            for name, channel in self.channels.items()
+        }
         self._subscription: Subscription | None = None
 
     async def start(self, concurrency: int = 64) -> None:
@@ -61,6 +65,11 @@ class Deliverer:
         """Exponential with full jitter."""
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
 
+    @staticmethod
+    def _may_be_sent(delivery: Delivery) -> bool:
+        """Only a re-published reply, or one delivered or tried again, can have been sent before."""
+        return delivery.redelivered or delivery.attempt > 1 or REPLAY_HEADER in delivery.envelope.headers
+
     async def handle(self, delivery: Delivery) -> None:
         try:
             reply = parse_reply(delivery.envelope.body)
@@ -69,7 +78,7 @@ class Deliverer:
         channel = self.channels.get(reply.channel)
         if channel is None:
             raise Rejected(f"channel {reply.channel!r} is not enabled in this gateway")
-        if await self.store.is_seen(SENT_NAMESPACE, reply.id):
+        if self._may_be_sent(delivery) and await self.store.is_seen(SENT_NAMESPACE, reply.id):
             log.info("reply %s was sent before; dropped", reply.id)
             return
         for attempt in range(1, self.max_tries + 1):

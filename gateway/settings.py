@@ -80,6 +80,7 @@ class Settings:
     log_level: str = "INFO"
     connect_timeout: float = 30.0
     heartbeat_file: Path | None = None
+    rate_limits: bool = True
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @property
@@ -264,5 +265,6 @@ class _Reader:
             log_level=self.choice("GATEWAY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
             instance_id=instance,
             connect_timeout=self.duration("GATEWAY_CONNECT_TIMEOUT", 30.0),
+            rate_limits=self.boolean("GATEWAY_RATE_LIMITS", True),
             heartbeat_file=Path(hb) if (hb := self.raw("GATEWAY_HEARTBEAT_FILE")) else None,
         )

@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 
-from gateway.bus.base import Bus, Delivery, Envelope, Rejected, Subscription, Topic
+from gateway.bus.base import REPLAY_HEADER, Bus, Delivery, Envelope, Rejected, Subscription, Topic
 from gateway.metrics import Metrics
 from gateway.schema import Inbound, SchemaError, parse_inbound
 from gateway.store.base import Commit, Store
@@ -33,15 +33,21 @@ def record_outputs(turn: Turn) -> list[bytes]:
     return [_REPLY_TAG + r.to_json() for r in turn.replies] + [_EMAIL_TAG + e.to_json() for e in turn.emails]
 
 
-def envelopes_of(message: Inbound, recorded: Sequence[bytes]) -> dict[Topic, list[Envelope]]:
-    """Turn recorded outputs back into envelopes; the ids were fixed when the turn ran."""
+def envelopes_of(message: Inbound, recorded: Sequence[bytes], replay: bool) -> dict[Topic, list[Envelope]]:
+    """Turn recorded outputs back into envelopes; the ids were fixed when the turn ran.
+
+    Outputs re-published for a message committed before carry :data:`REPLAY_HEADER`, telling the
+    deliverer and the mailer that they may have sent them already.
+    """
     key = str(message.conversation)
+    headers = {REPLAY_HEADER: "1"} if replay else {}
     out: dict[Topic, list[Envelope]] = {Topic.OUTBOUND: [], Topic.EMAIL: []}
     for item in recorded:
         tag, body = item[:1], item[1:]
         topic, kind = (Topic.OUTBOUND, "r") if tag == _REPLY_TAG else (Topic.EMAIL, "e")
         envelopes = out[topic]
-        envelopes.append(Envelope(body=body, message_id=f"{message.id}/{kind}{len(envelopes)}", key=key))
+        message_id = f"{message.id}/{kind}{len(envelopes)}"
+        envelopes.append(Envelope(body=body, message_id=message_id, key=key, headers=headers))
     return out
 
 
@@ -118,7 +124,7 @@ class StoryWorker:
                 "message %s was committed before; re-publishing its %d outputs", message.id, len(recorded)
             )
         self._faults.reach("after_commit", message.id)
-        for topic, envelopes in envelopes_of(message, recorded).items():
+        for topic, envelopes in envelopes_of(message, recorded, outcome == "replayed").items():
             if envelopes:
                 await self.bus.publish(topic, envelopes)
         self._faults.reach("after_publish", message.id)

@@ -42,6 +42,10 @@ class Topic(enum.StrEnum):
         return self is not Topic.EMAIL
 
 
+# On outputs re-published for a message committed before (``x-gateway-*`` names are the bus's own).
+REPLAY_HEADER = "gateway-replay"
+
+
 class Unavailable(Exception):
     """A service (broker or store) cannot be reached now; the work is retried, not failed."""
 

@@ -1,0 +1,248 @@
+"""HTTP-level benchmark: Telegram webhooks in, replies out through aiogram to a local fake Bot API.
+
+The gateway runs as `serve` + 2 `worker` + `mailer` processes on RabbitMQ and Redis; the baseline is
+bench/naive_bot.py (one process, state in a dict, replies sent inline, nothing durable). Both face the same
+load generator in this process, which also plays Telegram's Bot API:
+
+* closed loop: U users chat at once, each sending its next message when the bot's reply has arrived;
+* open loop: messages offered at a fixed rate, latency from webhook to reply at the Bot API.
+
+Only same-run ratios mean anything on a shared machine.
+
+    .venv/bin/python bench/http_bench.py [--users 200] [--seconds 8] [--rate 250]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes import FakeTelegram, telegram_text_update, telegram_update_request  # noqa: E402
+
+SECRET = "bench-secret"
+STORY = """\
+bot:
+  fallback: echo
+stories:
+  echo:
+    steps:
+      - id: say
+        actions:
+          - set_session: {last: "{{@message}}"}
+          - message: "You said {{@message}}"
+"""
+
+
+class BotApi(FakeTelegram):
+    """The fake Bot API, telling the load generator when each chat's reply arrives (calls not kept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiters: dict[str, collections.deque[asyncio.Future[float]]] = collections.defaultdict(
+            collections.deque
+        )
+
+    def expect(self, chat: int) -> asyncio.Future[float]:
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiters[str(chat)].append(future)
+        return future
+
+    async def record(
+        self, method: str, params: dict[str, Any], request: web.Request, status: int, error: str | None = None
+    ) -> None:
+        if method == "sendMessage":
+            queue = self.waiters.get(str(params.get("chat_id")))
+            if queue:
+                queue.popleft().set_result(time.perf_counter())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+class Load:
+    def __init__(self, api: BotApi, address: str, http: aiohttp.ClientSession) -> None:
+        self.api, self.address, self.http = api, address, http
+        self.update_id = int(time.time() * 1000) % 1_000_000_000  # fresh ids for each run
+
+    async def message(self, chat: int, text: str) -> float:
+        """Post one update and wait for its reply; the latency in seconds."""
+        self.update_id += 1
+        request = telegram_update_request(telegram_text_update(self.update_id, chat, text), SECRET)
+        replied = self.api.expect(chat)
+        started = time.perf_counter()
+        url = self.address + request.path
+        async with self.http.post(url, data=request.body, headers=request.headers) as response:
+            if response.status != 200:
+                raise RuntimeError(f"webhook answered {response.status}: {await response.text()}")
+        return await asyncio.wait_for(replied, 30) - started
+
+    async def closed_loop(self, users: int, seconds: float) -> tuple[int, float, list[float]]:
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+        base = 10_000_000 + self.update_id % 1000 * 1000
+
+        async def user(n: int) -> None:
+            while time.perf_counter() < deadline:
+                latencies.append(await self.message(base + n, f"hello {len(latencies)}"))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(user(n) for n in range(users)))
+        return len(latencies), time.perf_counter() - started, latencies
+
+    async def open_loop(self, users: int, rate: float, seconds: float) -> tuple[int, float, list[float]]:
+        count = int(rate * seconds)
+        base = 20_000_000 + self.update_id % 1000 * 1000
+        tasks = []
+        started = time.perf_counter()
+        for i in range(count):
+            await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(self.message(base + i % users, f"paced {i}")))
+        latencies = list(await asyncio.gather(*tasks))
+        return count, time.perf_counter() - started, latencies
+
+
+def report(name: str, result: tuple[int, float, list[float]]) -> float:
+    count, seconds, latencies = result
+    rate = count / seconds
+    print(
+        f"{name:<44} {rate:7.0f} msg/s   p50 {percentile(latencies, 0.5):7.2f} ms"
+        f"   p99 {percentile(latencies, 0.99):7.2f} ms   ({count} in {seconds:.1f} s)",
+        flush=True,
+    )
+    return rate
+
+
+async def wait_ready(url: str, timeout: float = 60.0) -> None:
+    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+        while True:
+            try:
+                async with http.get(url) as response:
+                    if response.status in (200, 405):
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)  # a starting process offers no event to wait on
+
+
+async def measure(api: BotApi, address: str, args: argparse.Namespace, name: str) -> float:
+    connector = aiohttp.TCPConnector(limit=args.users + 50)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        load = Load(api, address, http)
+        await load.closed_loop(min(args.users, 50), 1.0)  # warm up
+        chatting = await load.closed_loop(args.users, args.seconds)
+        rate = report(f"{name}: {args.users} users chatting", chatting)
+        offered = await load.open_loop(args.users, args.rate, args.seconds)
+        report(f"{name}: offered {args.rate:.0f} msg/s", offered)
+    return rate
+
+
+async def naive(api: BotApi, stories: Path, args: argparse.Namespace) -> float:
+    port = free_port()
+    process = subprocess.Popen(  # noqa: ASYNC220 - starting a child returns at once
+        [sys.executable, str(ROOT / "bench" / "naive_bot.py"), str(port), str(stories), api.url, api.token]
+    )
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}/webhooks/telegram")
+        return await measure(api, f"http://127.0.0.1:{port}", args, "naive bot")
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def gateway(api: BotApi, stories: Path, args: argparse.Namespace, vhost: str) -> float:
+    port, prefix = free_port(), f"hb{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "GATEWAY_AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+        "GATEWAY_REDIS_URL": args.redis,
+        "GATEWAY_QUEUE_PREFIX": prefix,
+        "GATEWAY_REDIS_PREFIX": prefix,
+        "GATEWAY_STORIES": str(stories),
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_LOG_LEVEL": "warning",
+        "GATEWAY_RATE_LIMITS": "false",  # the fake API has no limits; the naive bot keeps none either
+        "TELEGRAM_BOT_TOKEN": api.token,
+        "TELEGRAM_API_URL": api.url,
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "GATEWAY_OUTBOX": str(stories.parent / "outbox"),
+    }
+    roles = ["serve", "worker", "worker", "mailer"]
+    processes = [
+        subprocess.Popen(  # noqa: ASYNC220 - starting a child returns at once
+            [sys.executable, "-m", "gateway.cli", role], env=env, cwd=ROOT, stdin=subprocess.DEVNULL
+        )
+        for role in roles
+    ]
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}/readyz")
+        return await measure(api, f"http://127.0.0.1:{port}", args, "gateway (serve + 2 workers + mailer)")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(15)
+        client = aioredis.from_url(args.redis)
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await client.delete(*keys[i : i + 1000])
+        await client.aclose()
+
+
+def rabbitmqctl(*args: str) -> None:
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([ctl, "-q", *args], check=True, capture_output=True)
+
+
+async def main() -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rate", type=float, default=250.0)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    stories = Path(tempfile.mkdtemp(prefix="http-bench-")) / "stories"
+    stories.mkdir()
+    (stories / "echo.yml").write_text(STORY)
+    vhost = f"gwbench-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        async with BotApi() as api:
+            baseline = await naive(api, stories, args)
+            ours = await gateway(api, stories, args, vhost)
+        print(f"throughput ratio gateway / naive bot: {ours / baseline:.2f}x   (goal: at least 0.8x)")
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+        shutil.rmtree(stories.parent, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
