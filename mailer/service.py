@@ -25,6 +25,7 @@ from email.message import EmailMessage
 from typing import NoReturn
 
 from gateway.bus.base import Bus, Delivery, Rejected, Subscription, Topic, Unavailable
+from gateway.faults import FaultPoints
 from gateway.schema import EmailJob, SchemaError, parse_email
 from gateway.store.base import Store, StoreUnavailable
 from mailer.message import build_message, parse_sender
@@ -68,6 +69,7 @@ class Mailer:
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.max_tries = max_tries
+        self._faults = FaultPoints()
         self.counters: dict[str, int] = {"sent": 0, "retried": 0, "failed": 0, "duplicate": 0}
         self.handled = 0
         self._progress = asyncio.Event()  # set and replaced after each handler call
@@ -147,6 +149,7 @@ class Mailer:
             await self._record(job)
         except StoreUnavailable as exc:
             raise Unavailable(f"email {job.id} sent but not recorded, the store is away: {exc}") from exc
+        self._faults.reach("after_record", job.id)
 
     async def _record(self, job: EmailJob) -> None:
         await self.store.mark_seen(SEEN_NAMESPACE, job.id, self.dedup_ttl)

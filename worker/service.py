@@ -11,12 +11,11 @@ handled at the same time or out of order.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 
 from gateway.bus.base import REPLAY_HEADER, Bus, Delivery, Envelope, Rejected, Subscription, Topic
+from gateway.faults import FaultPoints
 from gateway.metrics import Metrics
 from gateway.schema import Inbound, SchemaError, parse_inbound
 from gateway.store.base import Commit, Store
@@ -51,25 +50,6 @@ def envelopes_of(message: Inbound, recorded: Sequence[bytes], replay: bool) -> d
     return out
 
 
-class _FaultPoints:
-    """Test-only crash points: ``GATEWAY_TEST_FREEZE_AT=after_commit`` or ``after_publish``, optionally
-    ``@<message id>`` to stop only on that message.
-
-    At the point the process prints ``FROZEN <point> <message id>`` and stops itself (SIGSTOP), so a test
-    can SIGKILL it exactly between two steps of the exactly-once protocol. Unset in production.
-    """
-
-    def __init__(self) -> None:
-        point, _, message = os.environ.get("GATEWAY_TEST_FREEZE_AT", "").partition("@")
-        self.point = point
-        self.message = message
-
-    def reach(self, point: str, message_id: str) -> None:
-        if self.point == point and self.message in ("", message_id):
-            print(f"FROZEN {point} {message_id}", flush=True)
-            os.kill(os.getpid(), signal.SIGSTOP)
-
-
 class StoryWorker:
     def __init__(
         self,
@@ -85,7 +65,7 @@ class StoryWorker:
         self.engine = engine  # a provider, so hot reload can swap the stories between two messages
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self._faults = _FaultPoints()
+        self._faults = FaultPoints()
         self._subscription: Subscription | None = None
 
     async def start(self, concurrency: int = 64) -> None:

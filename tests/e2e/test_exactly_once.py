@@ -95,3 +95,24 @@ async def test_workers_killed_between_commit_publish_and_ack(
     assert "The user wrote: my printer is on fire" in smtp.messages[0].get_content()
     assert "committed before; re-publishing" in e.output()
     assert not any(".dead." in q and n for q, n in queue_depths(rabbit_vhost, queue_prefix).items())
+
+
+async def test_mailer_killed_after_sending_before_the_ack_sends_no_second_copy(
+    start_role: Start, telegram: FakeTelegram, smtp: SmtpSink, rabbit_vhost: str, queue_prefix: str
+) -> None:
+    serve = await start_role("serve")
+    await start_role("worker")
+    address = (await serve.wait_for(r"listening on (http://\S+)")).group(1)
+    first = await start_role("mailer", wait_ready=False, GATEWAY_TEST_FREEZE_AT="after_record")
+    async with aiohttp.ClientSession() as http:
+        user = TelegramUser(http, address, chat_id=9002, first_update=8000)
+        assert await user.say("help") == 200
+        assert await user.say("the mailer will die") == 200
+        job = await kill_when_frozen(first, "after_record")
+        assert job == "telegram:update:8002/e0"
+        (email,) = await smtp.wait_for(1)
+        second = await start_role("mailer")
+        await wait_until_drained(rabbit_vhost, queue_prefix)
+    assert len(smtp.messages) == 1, "the redelivered job was dropped, not sent again"
+    assert f"email {job} was sent already; dropped" in second.output()
+    assert "the mailer will die" in email.get_content()
