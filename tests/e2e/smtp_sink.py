@@ -25,11 +25,20 @@ class SmtpSink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived: asyncio.Event | None = None
         self._controller: Controller | None = None
+        self.refuse: str | None = None  # e.g. "550 5.1.1 No such user": every recipient is refused
 
     @property
     def url(self) -> str:
         assert self._controller is not None
         return f"smtp://127.0.0.1:{self._controller.port}"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.refuse is not None:
+            return self.refuse
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""

@@ -224,3 +224,29 @@ async def test_sigterm_drains_and_another_worker_takes_over(
     for user in users:
         assert sent_texts(telegram, user.chat_id) == [f"got n{n}" for n in range(per_chat)]
     assert second.process is not None and second.process.returncode is None
+
+
+async def test_refused_email_is_dead_lettered_listed_and_replayed(
+    start_role: Start, telegram: FakeTelegram, smtp: SmtpSink, role_env: dict[str, str]
+) -> None:
+    serve = await start_role("serve")
+    await start_role("worker")
+    mailer = await start_role("mailer")
+    address = await address_of(serve)
+    smtp.refuse = "550 5.1.1 <support@example.com>: Recipient address rejected"
+    async with aiohttp.ClientSession() as http:
+        user = TelegramUser(http, address, chat_id=35, first_update=600)
+        assert await user.say("help") == 200
+        assert await user.say("nobody will read this") == 200
+        await telegram.wait_for_calls(2, method="sendMessage", ok=True)
+    await mailer.wait_for(r"dead|Rejected|refused", timeout=20)
+
+    listing = await GatewayProcess("mailer", "dead", env=role_env).start()
+    assert await listing.wait(30) == 0, listing.output()
+    assert "telegram:update:602/e0" in listing.output() and "550 5.1.1" in listing.output()
+
+    smtp.refuse = None
+    replay = await GatewayProcess("mailer", "replay", env=role_env).start()
+    assert await replay.wait(30) == 0, replay.output()
+    (email,) = await smtp.wait_for(1)
+    assert "nobody will read this" in email.get_content()
