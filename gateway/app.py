@@ -31,6 +31,7 @@ from gateway.heartbeat import beat
 from gateway.http import health_routes
 from gateway.ingress import Ingress
 from gateway.metrics import Metrics
+from gateway.reload import StoriesReloader
 from gateway.settings import Settings, SettingsError
 from gateway.store.base import Store
 
@@ -177,8 +178,17 @@ class Gateway:
         assert self.bus is not None and self.store is not None
         self.engine = engine
         story_worker = StoryWorker(self.bus, self.store, lambda: self.engine, metrics=self.metrics)
+        watch = self.settings.watch_stories
+        if watch is None:  # by default the development mode (`run`) watches the folder; others use SIGHUP
+            watch = self.roles == frozenset(Role) and self.serve_http
+        self.reloader = StoriesReloader(self.settings, self._swap_engine, watch=watch)
+        self.reloader.start()
+        self._stoppers.insert(0, self.reloader.stop)
         await story_worker.start(self.settings.worker_concurrency)
         self._stoppers.append(functools.partial(story_worker.stop, DRAIN_SECONDS))
+
+    def _swap_engine(self, engine: Engine) -> None:
+        self.engine = engine
 
     async def _start_serve(self) -> None:
         assert self.bus is not None and self.store is not None and self.channels is not None

@@ -81,6 +81,7 @@ class Settings:
     connect_timeout: float = 30.0
     heartbeat_file: Path | None = None
     rate_limits: bool = True
+    watch_stories: bool | None = None  # None: watch in `gateway run`, SIGHUP only elsewhere
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @property
@@ -266,5 +267,8 @@ class _Reader:
             instance_id=instance,
             connect_timeout=self.duration("GATEWAY_CONNECT_TIMEOUT", 30.0),
             rate_limits=self.boolean("GATEWAY_RATE_LIMITS", True),
+            watch_stories=self.boolean("GATEWAY_WATCH_STORIES", True)
+            if self.raw("GATEWAY_WATCH_STORIES") is not None
+            else None,
             heartbeat_file=Path(hb) if (hb := self.raw("GATEWAY_HEARTBEAT_FILE")) else None,
         )
