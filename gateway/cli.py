@@ -38,11 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--user", default="you", help="user id (user attributes persist per id)")
     check = sub.add_parser("check", help="validate stories and templates")
     check.add_argument("path", nargs="?", type=Path, default=None)
-    test = sub.add_parser("test", help="run conversation tests")
-    test.add_argument("path", nargs="?", type=Path, default=None)
-    map_ = sub.add_parser("map", help="draw the stories as a graph")
-    map_.add_argument("path", nargs="?", type=Path, default=None)
-    map_.add_argument("--svg", type=Path, default=None)
+    test = sub.add_parser("test", help="run conversation tests (docs/testing.md)")
+    test.add_argument("path", nargs="?", type=Path, default=Path("config/tests"), help="file or folder")
+    test.add_argument("--stories", type=Path, default=None, help="stories folder (default GATEWAY_STORIES)")
+    map_ = sub.add_parser("map", help="draw the stories as a graph: Mermaid text, or SVG (docs/map.md)")
+    map_.add_argument("path", nargs="?", type=Path, default=None, help="stories folder")
+    map_.add_argument("--svg", type=Path, default=None, metavar="FILE", help="write an SVG drawing to FILE")
     return parser
 
 
@@ -88,8 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.chat import chat
 
         return asyncio.run(chat(settings, user=args.user))
-    if command in ("test", "map"):
-        return _fail(f"`gateway {command}` is not available yet", EXIT_USAGE)
+    if command == "test":
+        from worker.conversation_tests import run_tests
+
+        return run_tests(
+            args.path, args.stories or settings.stories, settings.emails, mail_from=settings.mail_from
+        )
+    if command == "map":
+        from worker.story_map.command import run_map
+
+        return run_map(args.path or settings.stories, settings.emails, svg=args.svg)
     if command == "mailer" and args.mailer_command:
         from mailer.deadletters import run_dead_letter_command
 

@@ -2,14 +2,18 @@
 
 A webhook answers 2xx only once its messages are safely in the broker (published with confirm); while
 the broker is away it answers 503 so that the channel delivers the update again. Duplicates (the same
-inbound id, which channels derive from their own update / event / message ids) are dropped here when
-already seen, and in any case by the worker, which never runs one message twice.
+inbound id, which channels derive from their own update / event / message ids) are dropped by the worker,
+whose commit record is keyed by that id: a copy of a message already handled re-publishes its recorded
+replies, which the deliverer recognises as sent. This process also remembers the ids it accepted recently,
+so a channel's immediate retry to the same instance is not even published again. Keeping the ingress free
+of Redis round trips makes it faster, and lets webhooks be accepted while Redis is away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
@@ -18,23 +22,20 @@ from channels.base import Accepted, Channel, Endpoint, WebhookError, WebhookRequ
 from gateway.bus.base import Bus, Envelope, Topic, Unavailable
 from gateway.metrics import Metrics
 from gateway.schema import Inbound
-from gateway.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("gateway.ingress")
 
 MAX_BODY = 1024 * 1024  # 1 MiB
-SEEN_NAMESPACE = "inbound"
+RECENT_IDS = 100_000  # inbound ids remembered per process
 
 
 class Ingress:
-    def __init__(
-        self, bus: Bus, store: Store, metrics: Metrics, *, public_url: str, dedup_ttl: float = 86400.0
-    ) -> None:
+    def __init__(self, bus: Bus, metrics: Metrics, *, public_url: str, recent: int = RECENT_IDS) -> None:
         self.bus = bus
-        self.store = store
         self.metrics = metrics
         self.public_url = public_url.rstrip("/")
-        self.dedup_ttl = dedup_ttl
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent_size = recent
         self._background: set[asyncio.Task[None]] = set()
 
     def routes(self, channels: list[Channel]) -> list[web.RouteDef]:
@@ -81,16 +82,8 @@ class Ingress:
         return web.Response(body=accepted.body, content_type=accepted.content_type), "accepted"
 
     async def accept(self, messages: Sequence[Inbound]) -> None:
-        """Publish the messages not seen before, with confirm, then remember them as seen.
-
-        The marker only spares the worker a duplicate: the worker itself never runs one message id twice.
-        So while Redis is away, messages are published unchecked rather than refused.
-        """
-        try:
-            fresh = [m for m in messages if not await self.store.is_seen(SEEN_NAMESPACE, m.id)]
-        except StoreUnavailable as exc:
-            log.warning("store unavailable, publishing without the duplicate check: %s", exc)
-            fresh = list(messages)
+        """Publish the messages not accepted here recently, with confirm; then remember their ids."""
+        fresh = [m for m in messages if m.id not in self._recent]
         if not fresh:
             return
         await self.bus.publish(
@@ -99,11 +92,9 @@ class Ingress:
         )
         for message in fresh:
             self.metrics.inbound_published.labels(message.channel).inc()
-        try:
-            for message in fresh:
-                await self.store.mark_seen(SEEN_NAMESPACE, message.id, self.dedup_ttl)
-        except StoreUnavailable as exc:
-            log.warning("store unavailable, duplicate markers not written: %s", exc)
+            self._recent[message.id] = None
+        while len(self._recent) > self._recent_size:
+            self._recent.popitem(last=False)
 
     def _run_after(self, accepted: Accepted) -> None:
         assert accepted.after is not None

@@ -74,7 +74,7 @@ async def webhook_client(
     channels: list[Channel], bus: MemoryBus, store: MemoryStore
 ) -> AsyncIterator[tuple[TestClient[web.Request, web.Application], Ingress]]:
     """The gateway's webhook routes (the shared ingress plus the channels) on a local test server."""
-    ingress = Ingress(bus, store, Metrics(), public_url=PUBLIC_URL)
+    ingress = Ingress(bus, Metrics(), public_url=PUBLIC_URL)
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app.add_routes(ingress.routes(channels))
     client = TestClient(TestServer(app))

@@ -1,4 +1,8 @@
-"""``gateway check``: print every problem as ``FILE:LINE:COL: message`` (exit 1) or a summary (exit 0)."""
+"""``gateway check``: print every problem as ``FILE:LINE:COL: message`` (exit 1) or a summary (exit 0).
+
+Steps that no conversation can reach are printed as ``FILE:LINE:COL: warning: ...`` on the warnings
+stream (stderr by default); they do not change the exit code.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import TextIO
 from worker.engine.loader import load_stories
 from worker.engine.model import Stories
 from worker.engine.problems import Problem, StoriesError
+from worker.engine.reachability import unreachable_warnings
 
 
 def format_problems(problems: list[Problem]) -> str:
@@ -25,7 +30,12 @@ def summary(stories: Stories) -> str:
     )
 
 
-def run_check(folder: Path | str, emails_dir: Path | str | None = None, out: TextIO | None = None) -> int:
+def run_check(
+    folder: Path | str,
+    emails_dir: Path | str | None = None,
+    out: TextIO | None = None,
+    warnings: TextIO | None = None,
+) -> int:
     """Load ``folder`` like the gateway does; print the problems or the summary; return the exit code."""
     stream = out if out is not None else sys.stdout
     try:
@@ -33,5 +43,6 @@ def run_check(folder: Path | str, emails_dir: Path | str | None = None, out: Tex
     except StoriesError as exc:
         stream.write(format_problems(exc.problems))
         return 1
+    (warnings if warnings is not None else sys.stderr).write(format_problems(unreachable_warnings(stories)))
     stream.write(summary(stories) + "\n")
     return 0
