@@ -71,11 +71,21 @@ def _require_services(settings: Settings, command: str) -> None:
         )
 
 
+def _reads_stories_folder(args: argparse.Namespace) -> bool:
+    """Whether the command uses GATEWAY_STORIES (and so needs the folder to exist)."""
+    command: str = args.command
+    if command in ("check", "map"):
+        return args.path is None
+    if command == "test":
+        return args.stories is None
+    return command in ("run", "worker", "chat")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command: str = args.command
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(require_stories=_reads_stories_folder(args))
         if command in ("serve", "worker", "mailer"):
             _require_services(settings, command)
     except SettingsError as exc:

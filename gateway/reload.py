@@ -55,7 +55,7 @@ class StoriesReloader:
         self.watch = watch
         self.interval = interval
         self.reloads = 0  # successful swaps, for tests and logs
-        self._seen = fingerprint(settings.stories, settings.emails)
+        self._seen = fingerprint(settings.stories, settings.emails_dir)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -85,7 +85,7 @@ class StoriesReloader:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            now = await asyncio.to_thread(fingerprint, self.settings.stories, self.settings.emails)
+            now = await asyncio.to_thread(fingerprint, self.settings.stories, self.settings.emails_dir)
             if now != self._seen:
                 self._seen = now
                 log.info("the stories changed on disk: reloading")

@@ -49,7 +49,7 @@ class Settings:
     outbox: Path = Path("var/outbox")
     mail_from: str = "gateway@localhost"
     stories: Path = Path("config/stories")
-    emails: Path = Path("config/emails")
+    emails: Path | None = None  # None: the `emails` folder beside the stories folder
     host: str = "127.0.0.1"
     port: int = 8080
     webchat: bool = True
@@ -85,6 +85,11 @@ class Settings:
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @property
+    def emails_dir(self) -> Path:
+        """Where email templates (`body_file`, `html_file`) are read from."""
+        return self.emails if self.emails is not None else self.stories.parent / "emails"
+
+    @property
     def telegram_enabled(self) -> bool:
         return bool(self.telegram_bot_token)
 
@@ -103,21 +108,30 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+        cls,
+        environ: Mapping[str, str] | None = None,
+        dotenv: Path | None = Path(".env"),
+        *,
+        require_stories: bool = True,
     ) -> Settings:
-        """Read the settings; the process environment wins over ``.env``."""
+        """Read the settings; the process environment wins over ``.env``.
+
+        ``require_stories=False`` for commands that do not read ``GATEWAY_STORIES`` (a role without stories,
+        or `check PATH`), so they work outside a project folder.
+        """
         values: dict[str, str] = {}
         if dotenv is not None and dotenv.is_file():
             from dotenv import dotenv_values
 
             values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
         values.update(os.environ if environ is None else environ)
-        return _Reader(values).settings()
+        return _Reader(values, require_stories).settings()
 
 
 class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], require_stories: bool = True) -> None:
         self.env = env
+        self.require_stories = require_stories
 
     def raw(self, name: str) -> str | None:
         value = self.env.get(name)
@@ -237,8 +251,8 @@ class _Reader:
             smtp=self.smtp(),
             outbox=self.folder("GATEWAY_OUTBOX", "var/outbox", must_exist=False),
             mail_from=self.text("GATEWAY_MAIL_FROM", "gateway@localhost"),
-            stories=self.folder("GATEWAY_STORIES", "config/stories", must_exist=True),
-            emails=self.folder("GATEWAY_EMAILS", "config/emails", must_exist=False),
+            stories=self.folder("GATEWAY_STORIES", "config/stories", must_exist=self.require_stories),
+            emails=Path(emails) if (emails := self.raw("GATEWAY_EMAILS")) else None,
             host=host,
             port=port,
             webchat=self.boolean("GATEWAY_WEBCHAT", True),

@@ -134,3 +134,18 @@ def test_split_roles_refuse_the_embedded_bus(command: str) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: GATEWAY_AMQP_URL: required by `gateway " + command)
     assert "Traceback" not in result.stderr
+
+
+def test_check_with_a_path_works_outside_a_project_folder(tmp_path: Path) -> None:
+    """`gateway check PATH` does not need GATEWAY_STORIES to exist; templates are read beside PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check", str(ROOT / "config" / "stories")],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("OK: ")
