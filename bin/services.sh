@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672) answer; start or install them if not.
+# Make sure Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672) answer, starting or installing them if
+# not, and that Debian's Chromium is there for the browser test.
 set -euo pipefail
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -31,6 +32,13 @@ if ! answers 5672; then
   wait_for 5672 120 RabbitMQ
   $SUDO /usr/sbin/rabbitmqctl -q await_startup >&2 || true
 fi
+# The web chat's browser test drives Debian's Chromium with Playwright (no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Chromium for the browser test" >&2
+  need_package chromium fonts-noto-color-emoji
+fi
+[ -x /usr/bin/chromium ] || { echo "error: /usr/bin/chromium is missing (apt-get install chromium)" >&2; exit 1; }
+
 command -v rabbitmqctl >/dev/null || [ -x /usr/sbin/rabbitmqctl ] || {
   echo "error: rabbitmqctl not found (the tests create a vhost of their own with it)" >&2; exit 1; }
 echo "Redis and RabbitMQ answer" >&2

@@ -25,11 +25,13 @@ from aiohttp import web
 
 from channels.base import Channel
 from channels.registry import build_channels
+from channels.webchat import WebChatChannel
 from gateway.bus.base import Bus
 from gateway.delivery import Deliverer
 from gateway.heartbeat import beat
 from gateway.http import health_routes
 from gateway.ingress import Ingress
+from gateway.map_page import MapPage
 from gateway.metrics import Metrics
 from gateway.reload import StoriesReloader
 from gateway.settings import Settings, SettingsError
@@ -37,7 +39,7 @@ from gateway.store.base import Store
 
 if TYPE_CHECKING:
     from mailer.transport import MailTransport
-    from worker.engine import Engine
+    from worker.engine import Engine, Stories
 
 log = logging.getLogger("gateway")
 
@@ -141,6 +143,8 @@ class Gateway:
                 self.channels = build_channels(settings, self.store) if Role.SERVE in self.roles else []
             except SettingsError as exc:
                 raise StartupError(str(exc)) from None
+            if Role.SERVE in self.roles and settings.webchat and self.serve_http:
+                self.channels.append(WebChatChannel(settings.instance_id))
         deadline = time.monotonic() + settings.connect_timeout
         await _until_ready("broker (GATEWAY_AMQP_URL)", self.bus.start, deadline)
         await _until_ready("store (GATEWAY_REDIS_URL)", self.store.ping, deadline)
@@ -202,12 +206,11 @@ class Gateway:
             self.metrics,
             dedup_ttl=settings.dedup_ttl,
             rate_limits=settings.rate_limits,
+            instance=web_chat.instance if (web_chat := self._web_chat()) else None,
         )
         await deliverer.start()
         self._stoppers.append(functools.partial(deliverer.stop, DRAIN_SECONDS))
-        self.ingress = Ingress(
-            self.bus, self.store, self.metrics, public_url=settings.public_url, dedup_ttl=settings.dedup_ttl
-        )
+        self.ingress = Ingress(self.bus, self.metrics, public_url=settings.public_url)
         self._stoppers.insert(0, self.ingress.close)
         if settings.telegram_mode == "polling":
             self._start_polling()
@@ -232,12 +235,22 @@ class Gateway:
         app = web.Application(client_max_size=2 * 1024 * 1024)
         app.add_routes(health_routes(self.bus, self.store, self.metrics))
         app.add_routes(self.ingress.routes(self.channels))
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        if (web_chat := self._web_chat()) is not None:
+            web_chat.install(app, self.ingress.accept)
+            app.add_routes(MapPage(settings, self._running_stories).routes())
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, settings.host, settings.port, shutdown_timeout=2.0)
+        site = web.TCPSite(self._runner, settings.host, settings.port)
         await site.start()
         port = self._runner.addresses[0][1] if self._runner.addresses else settings.port
         self.address = f"http://{settings.host}:{port}"
+
+    def _running_stories(self) -> Stories | None:
+        engine: Engine | None = getattr(self, "engine", None)
+        return engine.stories if engine is not None else None
+
+    def _web_chat(self) -> WebChatChannel | None:
+        return next((c for c in self.channels or () if isinstance(c, WebChatChannel)), None)
 
     def describe(self) -> list[str]:
         """What this process serves, for the start-up log."""
@@ -249,6 +262,8 @@ class Gateway:
             lines.append(f"listening on {self.address} (public URL {s.public_url})")
             names = ", ".join(c.describe() for c in self.channels or ()) or "none configured"
             lines.append(f"channels: {names}")
+            if self._web_chat() is not None and self.address is not None:
+                lines.append(f"web chat: {_openable(self.address)}/")
         if Role.WORKER in self.roles:
             lines.append(f"stories: {s.stories}")
         if Role.MAILER in self.roles:
@@ -285,6 +300,13 @@ async def _call(stop: Callable[[], object]) -> None:
         await result
 
 
+def _openable(address: str) -> str:
+    """The address a browser on this machine opens (a wildcard listen address is not one)."""
+    for wildcard in ("://0.0.0.0:", "://:::", "://[::]:"):
+        address = address.replace(wildcard, "://127.0.0.1:")
+    return address
+
+
 def _safe_url(url: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
@@ -299,7 +321,7 @@ def load_engine(settings: Settings) -> Engine:
     from worker.engine import Engine, StoriesError, load_stories
 
     try:
-        return Engine(load_stories(settings.stories, settings.emails))
+        return Engine(load_stories(settings.stories, settings.emails_dir))
     except StoriesError as exc:
         raise StoriesRefused([str(p) for p in exc.problems]) from None
 

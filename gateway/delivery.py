@@ -4,6 +4,10 @@ Order per conversation comes from the bus (the outbound topic is partitioned by 
 already sent (its id is recorded after the send) is dropped, so a worker that re-publishes after a crash
 causes no second message. A 429 waits for its Retry-After, a 5xx or network error backs off and tries
 again, a permanent refusal is dead-lettered with its reason.
+
+A reply whose inbound named a ``serve`` instance (``meta["instance"]``: the web chat, whose browser socket
+only that process holds) comes on that instance's direct destination of the outbound topic instead of the
+shared partitions; the deliverer of that instance consumes both, through the same path.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from gateway.store.base import Store
 log = logging.getLogger("gateway.delivery")
 
 SENT_NAMESPACE = "sent"
+# The key of Inbound.meta / Reply.meta naming the serve instance that must deliver the replies.
+INSTANCE_META = "instance"
 
 
 class Deliverer:
@@ -38,6 +44,7 @@ class Deliverer:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         rate_limits: bool = True,
+        instance: str | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -51,15 +58,23 @@ class Deliverer:
             name: RateLimiter(channel.rate_limit if rate_limits else RateLimit())
             for name, channel in self.channels.items()
         }
-        self._subscription: Subscription | None = None
+        self.instance = instance  # set: also deliver the replies addressed to this process
+        self._subscriptions: list[Subscription] = []
 
     async def start(self, concurrency: int = 64) -> None:
-        self._subscription = await self.bus.subscribe(Topic.OUTBOUND, self.handle, concurrency=concurrency)
+        self._subscriptions.append(
+            await self.bus.subscribe(Topic.OUTBOUND, self.handle, concurrency=concurrency)
+        )
+        if self.instance is not None:
+            self._subscriptions.append(
+                await self.bus.subscribe_direct(
+                    Topic.OUTBOUND, self.instance, self.handle, concurrency=concurrency
+                )
+            )
 
     async def stop(self, timeout: float = 10.0) -> None:
-        if self._subscription is not None:
-            await self._subscription.stop(timeout)
-            self._subscription = None
+        subscriptions, self._subscriptions = self._subscriptions, []
+        await asyncio.gather(*(subscription.stop(timeout) for subscription in subscriptions))
 
     def _backoff(self, attempt: int) -> float:
         """Exponential with full jitter."""

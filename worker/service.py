@@ -6,6 +6,10 @@ delivered again after a crash finds that commit and re-publishes the recorded ou
 deterministic ids, so the deliverer and the mailer drop the copies they already sent) instead of running
 the story a second time. Per-conversation order comes from the bus: one conversation's messages are never
 handled at the same time or out of order.
+
+Replies to a message whose ``meta`` names a serve instance (the web chat) go to that instance's direct
+destination, since only that process holds the browser's socket; if the instance is gone they are
+dropped with a log line (the browser, reconnecting elsewhere, sends its next message there).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from gateway.bus.base import REPLAY_HEADER, Bus, Delivery, Envelope, Rejected, Subscription, Topic
+from gateway.delivery import INSTANCE_META
 from gateway.faults import FaultPoints
 from gateway.metrics import Metrics
 from gateway.schema import Inbound, SchemaError, parse_inbound
@@ -106,7 +111,16 @@ class StoryWorker:
         self._faults.reach("after_commit", message.id)
         for topic, envelopes in envelopes_of(message, recorded, outcome == "replayed").items():
             if envelopes:
-                await self.bus.publish(topic, envelopes)
+                await self._publish(message, topic, envelopes)
         self._faults.reach("after_publish", message.id)
         self.metrics.handled.labels(outcome).inc()
         self.metrics.handle_seconds.observe(time.perf_counter() - started)
+
+    async def _publish(self, message: Inbound, topic: Topic, envelopes: list[Envelope]) -> None:
+        instance = message.meta.get(INSTANCE_META)
+        if topic is not Topic.OUTBOUND or not instance:
+            await self.bus.publish(topic, envelopes)
+        elif not await self.bus.publish_direct(topic, instance, envelopes):
+            log.info(
+                "serve instance %s is gone: %d replies to %s dropped", instance, len(envelopes), message.id
+            )

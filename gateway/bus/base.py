@@ -21,6 +21,16 @@ Acknowledgement (the same for every topic)
 * the handler raises anything else → retried in place up to ``max_attempts`` handler calls, then
   dead-lettered with the last exception as the reason.
 A message whose handler never finished (the process died) is delivered again, first in its partition.
+
+Direct destinations: one process's own queue
+--------------------------------------------
+Some messages must reach one process rather than any subscriber: a web chat reply can only be delivered
+by the ``serve`` instance that holds that browser's socket. :meth:`Bus.publish_direct` puts envelopes on
+the queue of one ``instance`` of a topic (the topic's key, order and acknowledgement rules apply there
+too), and only :meth:`Bus.subscribe_direct` with that instance consumes it. The queue comes into being
+when its instance subscribes and outlives a short absence of it (a reconnect, a restart under the same
+instance id); an envelope for an instance that has no queue is dropped, which ``publish_direct`` reports
+by returning False — it is never an error, because the process that could deliver it is gone.
 """
 
 from __future__ import annotations
@@ -119,6 +129,19 @@ class Bus(ABC):
     @abstractmethod
     async def subscribe(self, topic: Topic, handler: Handler, *, concurrency: int = 64) -> Subscription:
         """Call ``handler`` for each message of ``topic`` under the acknowledgement rules above."""
+
+    async def publish_direct(self, topic: Topic, instance: str, envelopes: Sequence[Envelope]) -> bool:
+        """Publish to the queue of one process (see the module notes), with confirm like :meth:`publish`.
+
+        Returns False when that queue does not exist (its instance is gone): those envelopes are dropped.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no direct destinations")
+
+    async def subscribe_direct(
+        self, topic: Topic, instance: str, handler: Handler, *, concurrency: int = 64
+    ) -> Subscription:
+        """Consume the queue of ``instance`` (creating it), under the acknowledgement rules above."""
+        raise NotImplementedError(f"{type(self).__name__} has no direct destinations")
 
     @abstractmethod
     async def ping(self) -> bool:

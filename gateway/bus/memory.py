@@ -4,7 +4,9 @@ Used by ``gateway run`` and ``gateway chat`` when no broker is configured, and b
 topic is ``partitions`` FIFO queues, each with one active subscriber at a time and the others standing
 by (RabbitMQ's single-active-consumer); ``EMAIL`` is one queue whose subscribers compete. What a
 subscriber gives back (not started when it stops or yields a partition) goes back to the head of its
-queue in order, so the next subscriber sees it first. Nothing survives the process.
+queue in order, so the next subscriber sees it first. A direct destination is one more such queue per
+(topic, instance), made by the first ``subscribe_direct`` and kept after its subscriber stops (like the
+broker's queue within its expiry). Nothing survives the process.
 """
 
 from __future__ import annotations
@@ -97,10 +99,17 @@ class _Consumer:
 
 class MemorySubscription(Subscription):
     def __init__(
-        self, bus: MemoryBus, topic: Topic, handler: Handler, concurrency: int, prefetch: int
+        self,
+        bus: MemoryBus,
+        topic: Topic,
+        handler: Handler,
+        concurrency: int,
+        prefetch: int,
+        direct: _Queue | None = None,
     ) -> None:
         self.bus = bus
         self.topic = topic
+        self.direct = direct is not None
         self.stopping = False
         self._stopped: asyncio.Future[None] | None = None
         self.dispatcher = Dispatcher(
@@ -111,7 +120,8 @@ class MemorySubscription(Subscription):
             dead_letter=self._bury,
             backoff=bus.backoff,
         )
-        self.consumers = [_Consumer(self, queue, prefetch) for queue in bus.queues(topic)]
+        queues = bus.queues(topic) if direct is None else [direct]
+        self.consumers = [_Consumer(self, queue, prefetch) for queue in queues]
 
     def attach(self) -> None:
         for consumer in self.consumers:
@@ -189,6 +199,8 @@ class MemoryBus(Bus):
         }
         self._dead: dict[Topic, deque[DeadLetter]] = {topic: deque() for topic in Topic}
         self._subscriptions: dict[Topic, list[MemorySubscription]] = {topic: [] for topic in Topic}
+        self._direct: dict[tuple[Topic, str], _Queue] = {}
+        self._direct_subscriptions: list[MemorySubscription] = []
         self._rebalancing: dict[Topic, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._settled = asyncio.Event()
@@ -205,7 +217,7 @@ class MemoryBus(Bus):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for subscriptions in self._subscriptions.values():
+        for subscriptions in (*self._subscriptions.values(), self._direct_subscriptions):
             for subscription in list(subscriptions):
                 await subscription.stop()
 
@@ -226,6 +238,30 @@ class MemoryBus(Bus):
         for queue in touched.values():
             queue.pump()
 
+    async def publish_direct(self, topic: Topic, instance: str, envelopes: Sequence[Envelope]) -> bool:
+        if self._closed:
+            raise BusUnavailable("the bus is closed")
+        for envelope in envelopes:
+            require_key(topic, envelope)
+        queue = self._direct.get((topic, instance))
+        if queue is None:
+            return not envelopes
+        queue.messages.extend(_Message(envelope) for envelope in envelopes)
+        queue.pump()
+        return True
+
+    async def subscribe_direct(
+        self, topic: Topic, instance: str, handler: Handler, *, concurrency: int = 64
+    ) -> Subscription:
+        if self._closed:
+            raise BusUnavailable("the bus is closed")
+        queue = self._direct.setdefault((topic, instance), _Queue(0, single_active=True))
+        prefetch = self._prefetch or concurrency + 16
+        subscription = MemorySubscription(self, topic, handler, concurrency, prefetch, direct=queue)
+        self._direct_subscriptions.append(subscription)
+        subscription.attach()
+        return subscription
+
     async def subscribe(self, topic: Topic, handler: Handler, *, concurrency: int = 64) -> Subscription:
         if self._closed:
             raise BusUnavailable("the bus is closed")
@@ -240,7 +276,7 @@ class MemoryBus(Bus):
         """Wait until every message on a subscribed topic is handled, those its handlers publish too.
 
         For ``gateway chat`` and tests: after it returns, nothing is queued or running on any topic that
-        has a subscriber (topics nobody subscribes to are not waited for).
+        has a subscriber, nor on a direct destination that has one (the others are not waited for).
         """
         while not self._quiet():
             self._settled.clear()
@@ -251,18 +287,21 @@ class MemoryBus(Bus):
         self._settled.set()
 
     def _quiet(self) -> bool:
-        for topic, subscriptions in self._subscriptions.items():
-            if not subscriptions:
-                continue
-            for queue in self._queues[topic]:
-                if queue.messages or any(consumer.in_flight for consumer in queue.consumers):
-                    return False
-        return True
+        watched = [q for topic, subs in self._subscriptions.items() if subs for q in self._queues[topic]]
+        watched += [q for q in self._direct.values() if q.consumers]
+        return not any(
+            queue.messages or any(consumer.in_flight for consumer in queue.consumers) for queue in watched
+        )
 
     def bury(self, letter: DeadLetter) -> None:
         self._dead[letter.topic].append(letter)
 
     def forget(self, subscription: MemorySubscription) -> None:
+        if subscription.direct:
+            if subscription in self._direct_subscriptions:
+                self._direct_subscriptions.remove(subscription)
+                self.settled()
+            return
         subscriptions = self._subscriptions[subscription.topic]
         if subscription in subscriptions:
             subscriptions.remove(subscription)

@@ -12,6 +12,16 @@ messages first) move on at once. To share the load, each subscriber looks every 
 at how many subscribers there are and yields the partitions it holds beyond its share: it finishes the
 running handlers of that partition, closes that channel (the broker requeues the rest at the head and
 activates the next consumer) and re-subscribes as a standby.
+
+Direct destinations: ``{prefix}.{topic}.to.{instance}``, declared by the instance's ``subscribe_direct``
+and published to through the default exchange with ``mandatory``, so that the broker hands back (and
+``publish_direct`` reports) what no queue takes. The queue is a durable classic queue with ``x-expires``
+rather than an exclusive one: an exclusive queue dies with its connection, so replies published during a
+connection blip would be lost and a process restarted under the same instance id could not pick up what
+waited for it; ``x-expires`` still deletes the queue of an instance that is gone for good (after
+``direct_expiry`` unused, 5 minutes by default), so dead instances leave nothing behind. Classic because it
+has one consumer and a short life, so replicating it would buy little; ``x-single-active-consumer`` keeps
+per-key order even if two processes were by mistake given one instance id.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import aio_pika
 import aiormq
@@ -75,6 +85,7 @@ class Topology:
     partitions: int = 16
     queue_type: str = "classic"
     delivery_limit: int = 20
+    direct_expiry: float = 300.0  # seconds a direct queue outlives its last consumer
 
     def queue(self, topic: Topic, partition: int = 0) -> str:
         return f"{self.prefix}.{topic}.{partition}" if topic.ordered else f"{self.prefix}.{topic}"
@@ -84,6 +95,16 @@ class Topology:
 
     def route(self, topic: Topic, envelope: Envelope) -> str:
         return self.queue(topic, partition_of(envelope.key, self.partitions) if topic.ordered else 0)
+
+    def direct_queue(self, topic: Topic, instance: str) -> str:
+        return f"{self.prefix}.{topic}.to.{instance}"
+
+    def direct_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "classic",
+            "x-expires": max(1, round(self.direct_expiry * 1000)),
+            "x-single-active-consumer": True,
+        }
 
     def dead_queue(self, topic: Topic) -> str:
         return f"{self.prefix}.dead.{topic}"
@@ -138,6 +159,7 @@ class RabbitBus(Bus):
         reconnect_interval: float = 1.0,
         rebalance_interval: float = 2.0,
         yield_timeout: float = 10.0,
+        direct_expiry: float = 300.0,
         backoff: Backoff | None = None,
     ) -> None:
         if queue_type not in ("classic", "quorum"):
@@ -147,7 +169,7 @@ class RabbitBus(Bus):
         self.url = url
         self.partitions = partitions
         self.max_attempts = max_attempts
-        self.topology = Topology(prefix, partitions, queue_type, delivery_limit)
+        self.topology = Topology(prefix, partitions, queue_type, delivery_limit, direct_expiry)
         self.prefetch = prefetch
         self.publish_timeout = publish_timeout
         self.connect_timeout = connect_timeout
@@ -268,11 +290,26 @@ class RabbitBus(Bus):
             require_key(topic, envelope)
         await self._send((self.topology.route(topic, e), _message(e)) for e in envelopes)
 
-    async def _send(self, batch: Iterable[tuple[str, aio_pika.Message]]) -> None:
-        """Publish every message, then wait for every confirm: one round trip per batch, not per message."""
+    async def publish_direct(self, topic: Topic, instance: str, envelopes: Sequence[Envelope]) -> bool:
+        for envelope in envelopes:
+            require_key(topic, envelope)
+        queue = self.topology.direct_queue(topic, instance)
+        returned = await self._send(((queue, _message(e)) for e in envelopes), unroutable="drop")
+        if returned:
+            log.debug("%d message(s) for %s dropped: the queue does not exist", returned, queue)
+        return returned == 0
+
+    async def _send(
+        self, batch: Iterable[tuple[str, aio_pika.Message]], unroutable: Literal["raise", "drop"] = "raise"
+    ) -> int:
+        """Publish every message, then wait for every confirm: one round trip per batch, not per message.
+
+        A message no queue takes raises :class:`BusUnavailable`, or with ``unroutable="drop"`` is counted:
+        returns how many were dropped so.
+        """
         messages = list(batch)
         if not messages:
-            return
+            return 0
         self._require_connection()
         channel = self._publisher
         assert channel is not None
@@ -292,7 +329,7 @@ class RabbitBus(Bus):
                     )
                     for queue, message in messages
                 ]
-                await asyncio.gather(*tasks)
+                outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         except BusUnavailable:
             raise
         except Exception as exc:
@@ -302,12 +339,27 @@ class RabbitBus(Bus):
                 if not task.done():
                     task.cancel()
                 task.add_done_callback(_retrieve)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        returned = [f for f in failures if isinstance(f, aiormq.exceptions.PublishError)]
+        refused = [f for f in failures if f not in returned] if unroutable == "drop" else failures
+        if refused:
+            raise BusUnavailable(f"RabbitMQ did not confirm the messages: {refused[0]!r}") from refused[0]
+        return len(returned)
 
     # -- consuming -------------------------------------------------------------------------------
 
     async def subscribe(self, topic: Topic, handler: Handler, *, concurrency: int = 64) -> Subscription:
         connection = self._require_connection()
         subscription = RabbitSubscription(self, connection, topic, handler, concurrency)
+        await subscription.start()
+        self._subscriptions.add(subscription)
+        return subscription
+
+    async def subscribe_direct(
+        self, topic: Topic, instance: str, handler: Handler, *, concurrency: int = 64
+    ) -> Subscription:
+        connection = self._require_connection()
+        subscription = RabbitSubscription(self, connection, topic, handler, concurrency, instance=instance)
         await subscription.start()
         self._subscriptions.add(subscription)
         return subscription
@@ -443,10 +495,14 @@ class RabbitSubscription(Subscription):
         topic: Topic,
         handler: Handler,
         concurrency: int,
+        *,
+        instance: str | None = None,
     ) -> None:
         self._bus = bus
         self._connection = connection
         self.topic = topic
+        self.instance = instance  # set: consume that instance's direct queue instead of the partitions
+        self._partitioned = topic.ordered and instance is None
         # The same window on every partition channel of every subscriber, whatever its concurrency: a
         # quorum queue puts messages handed back twice behind the rest unless the subscriber that takes
         # over can take them all at once (classic queues keep the order regardless).
@@ -470,16 +526,16 @@ class RabbitSubscription(Subscription):
         return sorted(c.source for c in self._consumers.values() if c.active)
 
     async def start(self) -> None:
-        sources = range(self._bus.partitions if self.topic.ordered else 1)
+        sources = range(self._bus.partitions if self._partitioned else 1)
         try:
-            if self.topic.ordered:
+            if self._partitioned:
                 await self._be_counted()
             for source in sources:
                 await self._consume(source)
         except BaseException:
             await self._close_channels()
             raise
-        if self.topic.ordered and self._bus.rebalance_interval > 0:
+        if self._partitioned and self._bus.rebalance_interval > 0:
             self._rebalancer = asyncio.create_task(self._rebalance_loop(), name=f"bus-rebalance-{self.topic}")
 
     async def _be_counted(self) -> None:
@@ -496,11 +552,8 @@ class RabbitSubscription(Subscription):
         channel = await self._connection.channel(publisher_confirms=False)
         try:
             await channel.set_qos(prefetch_count=self._prefetch)
-            queue = await channel.declare_queue(
-                self._bus.topology.queue(self.topic, source),
-                durable=True,
-                arguments=self._bus.topology.arguments(self.topic),
-            )
+            name, arguments = self._queue_of(source)
+            queue = await channel.declare_queue(name, durable=True, arguments=arguments)
             consumer = _PartitionConsumer(source, channel)
             await queue.consume(partial(self._on_message, consumer))
         except BaseException:
@@ -508,6 +561,13 @@ class RabbitSubscription(Subscription):
                 await channel.close()
             raise
         self._consumers[source] = consumer
+
+    def _queue_of(self, source: int) -> tuple[str, dict[str, Any]]:
+        """The name and arguments of the queue consumed as ``source``."""
+        topology = self._bus.topology
+        if self.instance is None:
+            return topology.queue(self.topic, source), topology.arguments(self.topic)
+        return topology.direct_queue(self.topic, self.instance), topology.direct_arguments()
 
     async def _on_message(self, consumer: _PartitionConsumer, message: AbstractIncomingMessage) -> None:
         consumer.active = True

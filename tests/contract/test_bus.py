@@ -17,6 +17,7 @@ from gateway.bus.base import (
     Bus,
     Delivery,
     Envelope,
+    Handler,
     Rejected,
     Topic,
     Unavailable,
@@ -501,6 +502,120 @@ async def test_message_id_body_and_headers_arrive_unchanged(bus: Bus) -> None:
 async def test_an_ordered_topic_refuses_an_envelope_without_key(bus: Bus, topic: Topic) -> None:
     with pytest.raises(ValueError, match="needs a key"):
         await bus.publish(topic, [envelope("k", 0), Envelope(body=b"x", message_id="no-key")])
+
+
+# -- direct destinations: one process's own queue -------------------------------------------------------
+
+
+class Recorder:
+    """Handlers that record (name, key, number) per destination and wake a :class:`Watch`."""
+
+    def __init__(self) -> None:
+        self.got: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        self.watch = Watch()
+        self.overlaps: list[str] = []
+        self._running: set[tuple[str, str]] = set()
+
+    def handler(self, name: str, *, reject: Callable[[Delivery], bool] = lambda _: False) -> Handler:
+        async def handle(delivery: Delivery) -> None:
+            running = (name, delivery.envelope.key)
+            if running in self._running:
+                self.overlaps.append(delivery.envelope.key)
+            self._running.add(running)
+            try:
+                await asyncio.sleep(0)  # give another call for this key the chance to overlap
+                self.got[name].append((delivery.envelope.key, number(delivery)))
+                self.watch.changed()
+                if reject(delivery):
+                    raise Rejected("not deliverable here")
+            finally:
+                self._running.discard(running)
+
+        return handle
+
+    async def settle_shared(self, bus: Bus, keys: Sequence[str]) -> None:
+        """Publish a marker per key on the shared topic and wait for them all: anything misrouted to the
+        shared partitions of those keys would have arrived before its marker (one queue, FIFO)."""
+        await bus.publish(Topic.OUTBOUND, [envelope(key, 1_000_000) for key in keys])
+        await self.watch.until(lambda: sum(n == 1_000_000 for _, n in self.got["shared"]) == len(keys))
+
+
+async def test_direct_envelopes_reach_only_their_instance_in_order_per_key(bus: Bus) -> None:
+    record = Recorder()
+    await bus.subscribe(Topic.OUTBOUND, record.handler("shared"))
+    await bus.subscribe_direct(Topic.OUTBOUND, "serve-a", record.handler("a"))
+    await bus.subscribe_direct(Topic.OUTBOUND, "serve-b", record.handler("b"))
+    keys = ["webchat/u1/u1", "webchat/u2/u2", "webchat/u3/u3"]
+    batch = [envelope(key, n) for n in range(20) for key in keys]
+    assert await bus.publish_direct(Topic.OUTBOUND, "serve-a", batch[:30])
+    assert await bus.publish_direct(Topic.OUTBOUND, "serve-a", batch[30:])
+    assert await bus.publish_direct(Topic.OUTBOUND, "serve-b", [envelope("webchat/u9/u9", 7)])
+    await record.watch.until(lambda: len(record.got["a"]) == 60 and len(record.got["b"]) == 1)
+    await record.settle_shared(bus, [*keys, "webchat/u9/u9"])
+    for key in keys:
+        assert [n for k, n in record.got["a"] if k == key] == list(range(20))
+    assert record.got["b"] == [("webchat/u9/u9", 7)]
+    assert all(n == 1_000_000 for _, n in record.got["shared"])
+    assert record.overlaps == []
+
+
+async def test_publish_direct_to_an_instance_without_a_queue_drops_and_says_so(bus: Bus) -> None:
+    record = Recorder()
+    await bus.subscribe(Topic.OUTBOUND, record.handler("shared"))
+    dropped = [envelope("k", 1), envelope("k", 2)]
+    assert await bus.publish_direct(Topic.OUTBOUND, "never-started", dropped) is False
+    assert await bus.publish_direct(Topic.OUTBOUND, "never-started", []) is True
+    await record.settle_shared(bus, ["k"])
+    assert record.got["shared"] == [("k", 1_000_000)]
+
+
+async def test_a_direct_queue_keeps_what_arrives_while_its_instance_is_away(bus: Bus) -> None:
+    record = Recorder()
+    first = await bus.subscribe_direct(Topic.OUTBOUND, "serve-a", record.handler("a"))
+    await first.stop()
+    assert await bus.publish_direct(Topic.OUTBOUND, "serve-a", [envelope("k", n) for n in range(5)])
+    await bus.subscribe_direct(Topic.OUTBOUND, "serve-a", record.handler("a"))
+    await record.watch.until(lambda: len(record.got["a"]) == 5)
+    assert record.got["a"] == [("k", n) for n in range(5)]
+
+
+async def test_a_rejected_direct_message_is_dead_lettered_on_its_topic(bus: Bus) -> None:
+    record = Recorder()
+    bad, good = envelope("k", 0), envelope("k", 1)
+    handler = record.handler("a", reject=lambda delivery: delivery.envelope == bad)
+    subscription = await bus.subscribe_direct(Topic.OUTBOUND, "serve-a", handler)
+    assert await bus.publish_direct(Topic.OUTBOUND, "serve-a", [bad, good])
+    await record.watch.until(lambda: len(record.got["a"]) == 2)
+    await subscription.stop()
+    [letter] = await bus.dead_letters(Topic.OUTBOUND)
+    assert (letter.envelope, letter.reason) == (bad, "not deliverable here")
+
+
+async def test_publish_direct_on_an_ordered_topic_refuses_an_envelope_without_key(bus: Bus) -> None:
+    await bus.subscribe_direct(Topic.OUTBOUND, "serve-a", Recorder().handler("a"))
+    with pytest.raises(ValueError, match="needs a key"):
+        await bus.publish_direct(Topic.OUTBOUND, "serve-a", [Envelope(body=b"x", message_id="no-key")])
+
+
+async def test_rabbit_direct_queue_expires_once_its_instance_is_gone(
+    amqp_url: str, queue_prefix: str
+) -> None:
+    bus = RabbitBus(amqp_url, prefix=queue_prefix, partitions=PARTITIONS, direct_expiry=0.3)
+    await bus.start()
+    try:
+        subscription = await bus.subscribe_direct(Topic.OUTBOUND, "gone", Recorder().handler("gone"))
+        await subscription.stop()
+        # no event tells when the broker deletes an expired queue: poll, publishing (which is no "use")
+        started = time.monotonic()
+        await eventually(lambda: _not(bus.publish_direct(Topic.OUTBOUND, "gone", [envelope("k", 0)])))
+        assert time.monotonic() - started < 5.0
+    finally:
+        await bus.close()
+        await delete_topology(amqp_url, bus.topology)
+
+
+async def _not(result: Awaitable[bool]) -> bool:
+    return not await result
 
 
 # -- the embedded bus only ---------------------------------------------------------------------------------

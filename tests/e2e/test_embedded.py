@@ -85,6 +85,9 @@ async def test_run_serves_health_ready_metrics_and_stops_on_sigterm(tmp_path: Pa
                 assert response.status == 200 and (await response.json())["status"] == "ready"
             async with http.get(f"{address}/metrics") as response:
                 assert response.status == 200 and "gateway_ready 1.0" in await response.text()
+            async with http.get(f"{address}/map") as response:
+                page = await response.text()
+                assert response.status == 200 and "<svg" in page and "greet" in page and "ticket" in page
             async with http.post(f"{address}/webhooks/telegram", data=b"{}") as response:
                 assert response.status == 404, "a channel that is not configured serves no webhook"
         gateway.signal(signal.SIGTERM)

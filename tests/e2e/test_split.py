@@ -103,3 +103,18 @@ async def test_many_conversations_keep_their_order_across_workers(
         await telegram.wait_for_calls(chats * per_chat, method="sendMessage", ok=True, timeout=30)
     for user in users:
         assert sent_texts(telegram, user.chat_id) == [f"got n{n}" for n in range(per_chat)]
+
+
+async def test_serve_alone_draws_the_map_from_the_stories_folder(
+    start_role: Start, role_env: dict[str, str]
+) -> None:
+    serve = await start_role("serve")
+    address = (await serve.wait_for(r"listening on (http://\S+)")).group(1)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{address}/map") as response:
+            assert response.status == 200 and "greet" in await response.text()
+        from pathlib import Path
+
+        (Path(role_env["GATEWAY_STORIES"]) / "broken.yml").write_text("stories:\n  x:\n    steps: []\n")
+        async with http.get(f"{address}/map") as response:
+            assert response.status == 500 and "broken.yml:" in await response.text()
