@@ -1,4 +1,4 @@
-"""RedisStore beyond the shared contract: round trips, TTLs on every key, a Redis restart, the pool.
+"""RedisStore beyond the shared contract: round trips, pipelining, key TTLs, a Redis restart, the pool.
 
 Tests that watch every command (MONITOR) or stop the server run a private ``redis-server`` of their own,
 with AOF on, on a free port in a temporary folder; the others use the shared Redis and a test prefix.
@@ -17,12 +17,12 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import Connection
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import MaxConnectionsError, ResponseError
 
 from gateway.keys import KeyBuilder
 from gateway.schema import Button, ConversationKey
 from gateway.store.base import Commit, Session, Snapshot, StoreUnavailable
-from gateway.store.redis import RedisStore
+from gateway.store.redis import RedisStore, pack_command
 from tests.faults import PrivateRedis
 
 KEY = ConversationKey("telegram", "chat-1", "user-1")
@@ -237,3 +237,185 @@ async def test_a_decoding_client_is_refused(redis_url: str) -> None:
             RedisStore(client)
     finally:
         await client.aclose()
+
+
+# Automatic pipelining: the calls of one event-loop turn share one round trip.
+
+
+def recording_connection() -> tuple[type[Connection], list[bytes]]:
+    """A connection class that keeps every payload it writes (handshakes included), and that list."""
+    sent: list[bytes] = []
+
+    class RecordingConnection(Connection):
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            sent.append(command if isinstance(command, bytes) else b"".join(command))
+            await super().send_packed_command(command, check_health)
+
+    return RecordingConnection, sent
+
+
+def commands_in(payload: bytes, name: bytes) -> int:
+    """How many ``name`` commands a RESP payload holds (each command name follows a ``$<len>`` line)."""
+    return payload.count(b"\r\n$%d\r\n%s\r\n" % (len(name), name))
+
+
+async def test_concurrent_calls_share_one_round_trip_and_get_their_own_answers(
+    redis_url: str, redis_prefix: str
+) -> None:
+    connection_class, sent = recording_connection()
+    store = RedisStore(redis_url, prefix=redis_prefix, connection_class=connection_class)
+    keys = [ConversationKey("web", f"chat-{n}", f"user-{n}") for n in range(8)]
+    try:
+        for n, key in enumerate(keys[:4]):  # four conversations with a history
+            assert await store.commit(key, Commit("m1", SESSION, {"n": str(n)}, [b"out-%d" % n])) is True
+        assert await store.mark_seen("inbound", "old", 60.0) is True
+        sent.clear()
+
+        results = await asyncio.gather(
+            *(store.load(key, "m1") for key in keys),  # 4 replays, 4 empty
+            *(store.commit(key, Commit("m1", None, {}, [b"again"])) for key in keys),  # 4 False, 4 True
+            store.mark_seen("inbound", "old", 60.0),
+            store.mark_seen("inbound", "new", 60.0),
+            store.is_seen("inbound", "old"),
+            store.is_seen("inbound", "never"),
+            store.user_attributes("web", "user-2"),
+            store.forget_seen("inbound", "old"),
+        )
+        assert await store.is_seen("inbound", "old") is False  # the DEL ran, after the batch
+    finally:
+        await store.close()
+    loads, commits, rest = results[:8], results[8:16], results[16:]
+    assert (
+        loads
+        == [Snapshot(SESSION, {"n": str(n)}, (b"out-%d" % n,)) for n in range(4)]
+        + [Snapshot(None, {}, None)] * 4
+    )
+    assert commits == [False] * 4 + [True] * 4
+    assert rest == [False, True, True, False, {"n": "2"}, None]
+    batch = sent[0]  # the first write after the history: one pipeline holding every call
+    assert [commands_in(batch, name) for name in (b"EVALSHA", b"SET", b"EXISTS", b"HGETALL", b"DEL")] == [
+        16,
+        2,
+        2,
+        1,
+        1,
+    ]
+    assert len(sent) == 2  # that batch, then the lone is_seen
+
+
+async def test_a_batch_holds_at_most_max_batch_calls(redis_url: str, redis_prefix: str) -> None:
+    connection_class, sent = recording_connection()
+    store = RedisStore(redis_url, prefix=redis_prefix, max_connections=1, connection_class=connection_class)
+    store.max_batch = 4
+    try:
+        await store.ping()  # connect before counting
+        sent.clear()
+        found = await asyncio.gather(*(store.is_seen("inbound", f"item-{n}") for n in range(10)))
+    finally:
+        await store.close()
+    assert found == [False] * 10
+    assert [commands_in(payload, b"EXISTS") for payload in sent] == [4, 4, 2]  # in turn, on one connection
+
+
+async def test_one_failing_script_does_not_fail_the_others_in_its_batch(
+    redis_url: str, redis_prefix: str
+) -> None:
+    connection_class, sent = recording_connection()
+    store = RedisStore(redis_url, prefix=redis_prefix, connection_class=connection_class)
+    broken = ConversationKey("web", "chat-x", "user-x")
+    keys = [ConversationKey("web", f"chat-{n}", f"user-{n}") for n in range(5)]
+    try:
+        await store.client.set(store.keys.user(broken.channel, broken.user), b"not a hash")
+        assert await store.commit(keys[0], Commit("m1", SESSION, {"a": "1"}, [b"r"])) is True
+        sent.clear()
+        results = await asyncio.gather(
+            store.load(keys[0], "m1"),
+            store.load(broken, "m1"),  # HGETALL on a string: WRONGTYPE inside the script
+            *(store.commit(key, Commit("m2", None, {"b": "2"})) for key in keys),
+            store.mark_seen("inbound", "x", 60.0),
+            return_exceptions=True,
+        )
+        after = await store.load(keys[3], "m2")
+    finally:
+        await store.close()
+    assert len(sent) == 1 + 1  # one batch, then the load after it
+    assert results[0] == Snapshot(SESSION, {"a": "1"}, (b"r",))
+    failure = results[1]
+    assert isinstance(failure, ResponseError) and not isinstance(failure, StoreUnavailable)
+    assert "WRONGTYPE" in str(failure)
+    assert results[2:] == [True] * 5 + [True]
+    assert after == Snapshot(None, {"b": "2"}, ())
+
+
+class KillableRedis(PrivateRedis):
+    async def kill(self) -> None:
+        """Die at once (SIGKILL): whatever the server had not read yet is lost, nothing is answered."""
+        assert self.process is not None
+        self.process.kill()
+        await self.process.wait()
+        if self._output is not None:
+            await self._output
+        self.process = None
+
+
+async def test_a_redis_restart_mid_batch_fails_the_batch_then_the_store_recovers(tmp_path: Path) -> None:
+    server = KillableRedis(tmp_path)
+    await server.start()
+    batch_sent = asyncio.Event()
+
+    class SignallingConnection(Connection):
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            await super().send_packed_command(command, check_health)
+            batch_sent.set()
+
+    store = RedisStore(
+        server.url,
+        max_connections=1,
+        socket_timeout=5.0,
+        connect_timeout=1.0,
+        connection_class=SignallingConnection,
+    )
+    keys = [ConversationKey("web", f"chat-{n}", f"user-{n}") for n in range(6)]
+
+    def calls() -> list[Awaitable[object]]:
+        return [
+            *(store.load(key, "m1") for key in keys),
+            *(store.commit(key, Commit("m1", SESSION, {"k": key.user}, [key.chat.encode()])) for key in keys),
+            store.mark_seen("inbound", "u1", 60.0),
+        ]
+
+    try:
+        assert await store.commit(keys[0], Commit("m0", None)) is True  # connected, scripts loaded
+        server.pause()  # Redis takes the batch into its socket buffer and never reads it
+        batch_sent.clear()
+        failing = asyncio.ensure_future(asyncio.gather(*calls(), return_exceptions=True))
+        await batch_sent.wait()
+        await server.kill()
+        failed = await asyncio.wait_for(failing, timeout=5.0)
+        assert len(failed) == 13
+        assert all(isinstance(result, StoreUnavailable) for result in failed), failed
+
+        await server.start()  # same port and folder: m0 is back, the script cache is empty
+        assert await cached_scripts(server.url) == 0
+        recovered = await asyncio.gather(*calls())
+        assert recovered[:6] == [Snapshot(None, {}, None)] * 6  # the lost batch had not run
+        assert recovered[6:] == [True] * 7
+        assert await cached_scripts(server.url) == 2
+        assert await store.load(keys[2], "m1") == Snapshot(SESSION, {"k": "user-2"}, (b"chat-2",))
+        assert await store.commit(keys[0], Commit("m0", None)) is False
+    finally:
+        await store.close()
+        await server.stop()
+
+
+def test_commands_are_packed_as_redis_py_packs_them() -> None:
+    reference = Connection()
+    commands: list[tuple[Any, ...]] = [
+        ("EVALSHA", "a" * 40, 3, "gw:{web:ü}:session:c", "k2", "k3", b"", -1, 0, b"\x00\r\n\xff"),
+        ("SET", "gw:seen:x", b"1", "PX", 86_400_000, "NX"),
+        ("RPUSH", "k", b"x" * 200_000, "héllo ✓"),
+    ]
+    for command in commands:
+        assert pack_command(command) == b"".join(reference.pack_command(*command))
+    with pytest.raises(TypeError, match="float"):
+        pack_command(("SET", "k", 1.5))

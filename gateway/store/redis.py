@@ -1,8 +1,16 @@
 """The Redis store (redis-py asyncio): one Lua script per :meth:`load`, one per :meth:`commit`.
 
 Each script touches only the keys :class:`~gateway.keys.KeyBuilder` makes for one (channel, user), which
-share one hash tag, so both scripts are legal on Redis Cluster. The scripts run through redis-py's
-``Script`` helper (EVALSHA; on NOSCRIPT, after a Redis restart, it loads the script and retries).
+share one hash tag, so both scripts are legal on Redis Cluster.
+
+Automatic pipelining: the calls made during one turn of the event loop go out together, as one
+non-transactional pipeline of EVALSHA/SET/EXISTS/... on one pooled connection, and each caller gets its
+own answer or its own error (a failing script does not fail its neighbours; each script stays atomic on
+its own). A lone call is still one round trip; many concurrent calls share one, which saves redis-py's
+per-command cost (pool checkout, health check, timeouts) that dominated the worker's profile. A batch
+holds at most :attr:`RedisStore.max_batch` calls; more make more batches, sent at once on more
+connections. A script Redis has forgotten (NOSCRIPT, after a restart) is loaded and its calls re-sent on
+the same connection, one extra round trip.
 
 Layout: the session is one JSON string (story, step, values, buttons, ttl) with PX = its ttl; the
 user's attributes are a hash with no TTL; a processed message is a list — a format marker, then the
@@ -10,22 +18,30 @@ recorded outputs as they were (Redis strings hold any bytes) — with PX = ``pro
 
 Failures: redis-py's own retries are off (a retried SET NX or commit could misreport "seen"/"committed
 before"), so every connection error, timeout, loading or read-only answer surfaces at once as
-:class:`StoreUnavailable` and the caller retries. The pool blocks when exhausted instead of raising,
-replaces connections the server closed when it hands them out, and pings idle ones before reuse.
+:class:`StoreUnavailable` and the caller retries. A broken connection fails every call of its batch that
+has no answer yet; a commit among them may have been applied, and its retry then returns False, as any
+commit whose answer was lost. The pool blocks when exhausted instead of raising, replaces connections the
+server closed when it hands them out, and pings idle ones before reuse.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.typing import EncodableT
 
 from gateway.keys import KeyBuilder
 from gateway.schema import Button, ConversationKey
@@ -81,29 +97,29 @@ return 1
 """
 
 
-@contextlib.contextmanager
-def _unavailable_on_failure() -> Iterator[None]:
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    error = StoreUnavailable(f"redis: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+# One encoder for every session: json.dumps with options builds a new one per call.
+_SESSION_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_session(session: Session) -> bytes:
-    return json.dumps(
+    return _SESSION_ENCODER.encode(
         {
             "story": session.story,
             "step": session.step,
             "values": dict(session.values),
             "buttons": [{"title": b.title, "payload": b.payload} for b in session.buttons],
             "ttl": session.ttl,
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
+        }
     ).encode()
 
 
@@ -142,6 +158,154 @@ def make_client(
         **pool_options,
     )
     return Redis.from_pool(pool)
+
+
+def pack_command(command: Sequence[EncodableT]) -> bytes:
+    """A command in the Redis protocol (RESP): str as UTF-8, int as decimal, bytes as they are.
+
+    A leaner :meth:`redis.asyncio.connection.Connection.pack_command`, which costs twice as much, for the
+    few argument types this store sends.
+    """
+    parts = [b"*%d\r\n" % len(command)]
+    append = parts.append
+    for arg in command:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            arg = b"%d" % arg
+        elif not isinstance(arg, bytes):
+            raise TypeError(f"cannot send a {type(arg).__name__} to Redis: {arg!r}")
+        append(b"$%d\r\n" % len(arg))
+        append(arg)
+        append(b"\r\n")
+    return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> LuaScript:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
+
+
+@dataclass(slots=True)
+class _Call:
+    """One caller's command in a batch, and the future its answer goes to."""
+
+    command: bytes  # packed
+    script: LuaScript | None  # the script an EVALSHA runs, loaded again on NOSCRIPT
+    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def answer(self, value: Any) -> None:
+        """Give the caller its reply: a value, an error reply, or StoreUnavailable for 'Redis is away'."""
+        if self.future.done():  # the caller was cancelled
+            return
+        if isinstance(value, _UNAVAILABLE):
+            self.future.set_exception(_unavailable(value))
+        elif isinstance(value, BaseException):
+            self.future.set_exception(value)
+        else:
+            self.future.set_result(value)
+
+
+class AutoPipeline:
+    """Sends the commands issued during one event-loop turn as one pipeline on one pooled connection.
+
+    Nothing waits for company: the flush runs on the loop's next turn, so a lone call goes out at once.
+    """
+
+    def __init__(self, pool: ConnectionPool, *, max_batch: int) -> None:
+        self.pool = pool
+        self.max_batch = max_batch
+        self._pending: deque[_Call] = deque()
+        self._flush_scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def execute(self, *command: EncodableT, script: LuaScript | None = None) -> Any:
+        call = _Call(pack_command(command), script)  # packed here: a bad argument fails its caller only
+        self._pending.append(call)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await call.future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        while self._pending:
+            batch: list[_Call] = []
+            while self._pending and len(batch) < self.max_batch:
+                call = self._pending.popleft()
+                if not call.future.done():  # skip callers cancelled before their batch left
+                    batch.append(call)
+            if batch:
+                task = asyncio.get_running_loop().create_task(self._send(batch))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            connection: AbstractConnection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+        except BaseException as exc:
+            self._fail(batch, exc)
+            return
+        try:
+            forgotten = await self._exchange(connection, [], batch, reload_on_noscript=True)
+            if forgotten:  # Redis restarted: load the scripts, then re-send the calls that did not run
+                scripts = {call.script.sha: call.script for call in forgotten if call.script is not None}
+                log.info("redis forgot %d script(s); loading them again", len(scripts))
+                loads = [pack_command(("SCRIPT", "LOAD", script.source)) for script in scripts.values()]
+                await self._exchange(connection, loads, forgotten, reload_on_noscript=False)
+        except BaseException as exc:
+            self._fail(batch, exc)  # only the calls still waiting: the others have their answers
+        finally:
+            await self.pool.release(connection)
+
+    @staticmethod
+    def _fail(batch: list[_Call], exc: BaseException) -> None:
+        """Answer every waiting call of a batch that broke; a cancelled batch still answers, then stops."""
+        for call in batch:
+            call.answer(exc if isinstance(exc, Exception) else _unavailable(exc))
+        if not isinstance(exc, Exception):
+            raise exc
+
+    @staticmethod
+    async def _exchange(
+        connection: AbstractConnection,
+        preamble: Sequence[bytes],
+        calls: list[_Call],
+        *,
+        reload_on_noscript: bool,
+    ) -> list[_Call]:
+        """One round trip: send ``preamble`` and the calls' commands, answer each call as its reply is read.
+
+        Returns the calls that met NOSCRIPT (when ``reload_on_noscript``). All replies share one deadline,
+        the connection's socket timeout, instead of redis-py's timer per reply.
+        """
+        forgotten: list[_Call] = []
+        async with asyncio.timeout(connection.socket_timeout):
+            await connection.send_packed_command(b"".join([*preamble, *(call.command for call in calls)]))
+            for _ in preamble:
+                await connection.read_response(timeout=math.inf)  # math.inf: no timer of redis-py's own
+            for call in calls:
+                try:
+                    reply = await connection.read_response(timeout=math.inf)
+                except redis_errors.NoScriptError as error:
+                    if reload_on_noscript:
+                        forgotten.append(call)
+                        continue
+                    reply = error
+                except redis_errors.ResponseError as error:  # this call's error; the stream is still in step
+                    reply = error
+                call.answer(reply)
+        return forgotten
+
+    async def aclose(self) -> None:
+        """Let the batches already sent finish, so their callers get answers before the pool closes."""
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
 
 
 class RedisStore(Store):
@@ -184,23 +348,38 @@ class RedisStore(Store):
             self._owns_client = False
         self.keys = KeyBuilder(prefix)
         self.processed_ttl = processed_ttl
-        self._load = self._client.register_script(_LOAD)
-        self._commit = self._client.register_script(_COMMIT)
+        self._load = LuaScript.of(_LOAD)
+        self._commit = LuaScript.of(_COMMIT)
+        self._pipeline = AutoPipeline(self._client.connection_pool, max_batch=32)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
         return cls(url, **options)
 
     @property
+    def max_batch(self) -> int:
+        """Calls per pipeline (32); more concurrent calls go out as several pipelines, in parallel."""
+        return self._pipeline.max_batch
+
+    @max_batch.setter
+    def max_batch(self, calls: int) -> None:
+        if calls < 1:
+            raise ValueError(f"a batch holds at least one call: {calls}")
+        self._pipeline.max_batch = calls
+
+    @property
     def client(self) -> Redis:
         return self._client
 
+    async def _script(self, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableT] = ()) -> Any:
+        return await self._pipeline.execute("EVALSHA", script.sha, len(keys), *keys, *args, script=script)
+
     async def load(self, key: ConversationKey, message_id: str) -> Snapshot:
         keys = self.keys
-        with _unavailable_on_failure():
-            raw_session, raw_user, processed = await self._load(
-                keys=(keys.session(key), keys.user(key.channel, key.user), keys.processed(key, message_id))
-            )
+        raw_session, raw_user, processed = await self._script(
+            self._load,
+            (keys.session(key), keys.user(key.channel, key.user), keys.processed(key, message_id)),
+        )
         return Snapshot(
             session=self._session_or_none(key, raw_session),
             user=_decode_hash(raw_user),
@@ -229,7 +408,7 @@ class RedisStore(Store):
                 to_delete.append(name)
             else:
                 to_set += (name, value)
-        args: list[str | bytes | int] = [
+        args: list[EncodableT] = [
             encode_session(session) if session is not None else b"",
             _milliseconds(session.ttl) if session is not None else 0,
             _milliseconds(self.processed_ttl),
@@ -240,36 +419,27 @@ class RedisStore(Store):
             _PROCESSED_MARKER,
             *commit.outputs,
         ]
-        with _unavailable_on_failure():
-            written = await self._commit(
-                keys=(
-                    keys.session(key),
-                    keys.user(key.channel, key.user),
-                    keys.processed(key, commit.message_id),
-                ),
-                args=args,
-            )
+        written = await self._script(
+            self._commit,
+            (keys.session(key), keys.user(key.channel, key.user), keys.processed(key, commit.message_id)),
+            args,
+        )
         return bool(written)
 
     async def user_attributes(self, channel: str, user: str) -> dict[str, str]:
-        with _unavailable_on_failure():
-            raw = await self._client.hgetall(self.keys.user(channel, user))
-        return _decode_hash(raw)
+        return _decode_hash(await self._pipeline.execute("HGETALL", self.keys.user(channel, user)))
 
     async def mark_seen(self, namespace: str, item: str, ttl: float) -> bool:
-        with _unavailable_on_failure():
-            seen = self.keys.seen(namespace, item)
-            created = await self._client.set(seen, b"1", px=_milliseconds(ttl), nx=True)
-        return bool(created)
+        seen = self.keys.seen(namespace, item)
+        created = await self._pipeline.execute("SET", seen, b"1", "PX", _milliseconds(ttl), "NX")
+        return created is not None
 
     async def is_seen(self, namespace: str, item: str) -> bool:
-        with _unavailable_on_failure():
-            found: int = await self._client.exists(self.keys.seen(namespace, item))
+        found: int = await self._pipeline.execute("EXISTS", self.keys.seen(namespace, item))
         return found > 0
 
     async def forget_seen(self, namespace: str, item: str) -> None:
-        with _unavailable_on_failure():
-            await self._client.delete(self.keys.seen(namespace, item))
+        await self._pipeline.execute("DEL", self.keys.seen(namespace, item))
 
     async def ping(self) -> bool:
         try:
@@ -278,12 +448,13 @@ class RedisStore(Store):
             return False
 
     async def close(self) -> None:
+        await self._pipeline.aclose()
         if self._owns_client:
             await self._client.aclose()
 
 
 def _decode_hash(raw: Mapping[bytes | str, bytes | str] | Sequence[bytes]) -> dict[str, str]:
-    """HGETALL's answer: a dict from redis-py, a flat field/value list from a script."""
+    """HGETALL's answer: a dict (RESP3) or a flat field/value list (RESP2, and from a script)."""
     if isinstance(raw, Mapping):
         return {_text(field): _text(value) for field, value in raw.items()}
     return {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
