@@ -11,51 +11,12 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.e2e.conftest import write_stories
 from tests.e2e.procs import ROOT, GatewayProcess
-
-STORIES = """\
-bot:
-  fallback: fallback
-stories:
-  greet:
-    triggers: [hi]
-    steps:
-      - id: ask
-        actions:
-          - message: "What's your name?"
-            quick_replies: [Ada, Grace]
-        next: save
-      - id: save
-        actions:
-          - set_user: {Name: "{{@message}}"}
-          - message: "Nice to meet you, {{@user.Name}}."
-  ticket:
-    triggers: [help]
-    steps:
-      - id: ask
-        actions:
-          - message: What is the problem?
-        next: send
-      - id: send
-        actions:
-          - email:
-              to: support@example.com
-              subject: "Ticket from {{@user.Name || 'someone'}}"
-              body: "The user wrote: <<@message>>"
-          - message: Ticket sent.
-  fallback:
-    steps:
-      - id: sorry
-        actions:
-          - message: "Sorry, try hi or help."
-"""
 
 
 def stories_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "stories"
-    folder.mkdir(exist_ok=True)
-    (folder / "main.yml").write_text(STORIES)
-    return folder
+    return write_stories(tmp_path / "stories")
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
