@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import enum
 import functools
+import gc
 import logging
 import signal
 import sys
@@ -354,6 +355,9 @@ async def run_until_signalled(gateway: Gateway) -> None:
         await gateway.start()
         for line in gateway.describe():
             log.info("%s", line)
+        # Everything loaded at start (aiogram's and pydantic's schemas: ~200k objects) lives for the whole
+        # process; moving it out of the collector's reach removes full-collection pauses of ~150 ms.
+        gc.freeze()
         log.info("ready")
         await stop.wait()
         log.info("stopping: draining in-flight work")

@@ -17,16 +17,21 @@ def health_routes(bus: Bus, store: Store, metrics: Metrics) -> list[web.RouteDef
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
-    async def readyz(_: web.Request) -> web.Response:
+    async def probe() -> tuple[bool, bool, bool]:
         bus_ok, store_ok = await asyncio.gather(_answers(bus.ping()), _answers(store.ping()))
         ready = bus_ok and store_ok
         metrics.ready.set(1 if ready else 0)
+        return ready, bus_ok, store_ok
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready, bus_ok, store_ok = await probe()
         body = {"status": "ready" if ready else "not ready", "bus": bus_ok, "store": store_ok}
         return web.Response(
             status=200 if ready else 503, text=json.dumps(body), content_type="application/json"
         )
 
     async def metrics_page(_: web.Request) -> web.Response:
+        await probe()  # so that gateway_ready is current when scraped
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics_page)]
