@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=50)
     replay = mailer_sub.add_parser("replay", help="put dead-lettered email jobs back on the queue")
     replay.add_argument("--limit", type=int, default=None)
+    telegram = sub.add_parser("telegram", help="Telegram set-up")
+    telegram_sub = telegram.add_subparsers(dest="telegram_command", metavar="ACTION", required=True)
+    set_hook = telegram_sub.add_parser(
+        "set-webhook", help="register GATEWAY_PUBLIC_URL/webhooks/telegram (with the secret) with Telegram"
+    )
+    set_hook.add_argument("--drop-pending", action="store_true", help="discard updates Telegram holds")
     chat = sub.add_parser("chat", help="talk to the stories in the terminal")
     chat.add_argument("--user", default="you", help="user id (user attributes persist per id)")
     check = sub.add_parser("check", help="validate stories and templates")
@@ -71,6 +77,17 @@ def _require_services(settings: Settings, command: str) -> None:
         )
 
 
+def _set_telegram_webhook(settings: Settings, *, drop_pending: bool) -> int:
+    from gateway.telegram_cli import TelegramSetupError, set_webhook
+
+    try:
+        url = asyncio.run(set_webhook(settings, drop_pending_updates=drop_pending))
+    except TelegramSetupError as exc:
+        return _fail(str(exc))
+    print(f"Telegram will post updates to {url}")
+    return 0
+
+
 def _reads_stories_folder(args: argparse.Namespace) -> bool:
     """Whether the command uses GATEWAY_STORIES (and so needs the folder to exist)."""
     command: str = args.command
@@ -95,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from worker.engine.check import run_check
 
         return run_check(args.path or settings.stories, settings.emails)
+    if command == "telegram":
+        return _set_telegram_webhook(settings, drop_pending=args.drop_pending)
     if command == "chat":
         from gateway.chat import chat
 
