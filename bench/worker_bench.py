@@ -44,7 +44,15 @@ class NoBus(Bus):
     async def ping(self) -> bool:
         return True
 
+    async def publish_direct(self, topic: Topic, instance: str, envelopes: Sequence[Envelope]) -> bool:
+        return True
+
     async def subscribe(self, topic: Topic, handler: Handler, *, concurrency: int = 64) -> Subscription:
+        raise NotImplementedError
+
+    async def subscribe_direct(
+        self, topic: Topic, instance: str, handler: Handler, *, concurrency: int = 64
+    ) -> Subscription:
         raise NotImplementedError
 
     async def dead_letters(self, topic: Topic, limit: int = 100) -> list[DeadLetter]:

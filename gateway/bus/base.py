@@ -130,18 +130,18 @@ class Bus(ABC):
     async def subscribe(self, topic: Topic, handler: Handler, *, concurrency: int = 64) -> Subscription:
         """Call ``handler`` for each message of ``topic`` under the acknowledgement rules above."""
 
+    @abstractmethod
     async def publish_direct(self, topic: Topic, instance: str, envelopes: Sequence[Envelope]) -> bool:
         """Publish to the queue of one process (see the module notes), with confirm like :meth:`publish`.
 
         Returns False when that queue does not exist (its instance is gone): those envelopes are dropped.
         """
-        raise NotImplementedError(f"{type(self).__name__} has no direct destinations")
 
+    @abstractmethod
     async def subscribe_direct(
         self, topic: Topic, instance: str, handler: Handler, *, concurrency: int = 64
     ) -> Subscription:
         """Consume the queue of ``instance`` (creating it), under the acknowledgement rules above."""
-        raise NotImplementedError(f"{type(self).__name__} has no direct destinations")
 
     @abstractmethod
     async def ping(self) -> bool:
