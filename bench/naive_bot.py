@@ -63,7 +63,9 @@ def main() -> None:
     app = web.Application()
     app.router.add_post("/webhooks/telegram", webhook)
     app.on_cleanup.append(close_bot)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    import uvloop  # the same event loop the gateway's roles run on
+
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=uvloop.new_event_loop())
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway.app import (
     Gateway,
@@ -88,6 +89,16 @@ def _set_telegram_webhook(settings: Settings, *, drop_pending: bool) -> int:
     return 0
 
 
+def _run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Run a long-lived role on uvloop when it is installed (faster sockets and callbacks), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def _reads_stories_folder(args: argparse.Namespace) -> bool:
     """Whether the command uses GATEWAY_STORIES (and so needs the folder to exist)."""
     command: str = args.command
@@ -148,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = replace(settings, worker_concurrency=args.concurrency)
     gateway = Gateway(settings, roles)
     try:
-        asyncio.run(run_until_signalled(gateway))
+        _run_fast(run_until_signalled(gateway))
     except StartupError as exc:
         return report_startup_error(exc)
     except KeyboardInterrupt:
