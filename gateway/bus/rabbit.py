@@ -181,6 +181,8 @@ class RabbitBus(Bus):
         self._publisher: AbstractRobustChannel | None = None
         self._admin: AbstractRobustChannel | None = None
         self._subscriptions: set[RabbitSubscription] = set()
+        self._pending: list[_PendingPublish] = []  # publishes waiting for this loop turn's batch
+        self._flushes: set[asyncio.Task[None]] = set()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -243,6 +245,7 @@ class RabbitBus(Bus):
     async def close(self) -> None:
         for subscription in list(self._subscriptions):
             await subscription.stop()
+        await asyncio.gather(*self._flushes, return_exceptions=True)  # publishes already under way
         connection, self._connection = self._connection, None
         self._publisher = self._admin = None
         if connection is not None:
@@ -304,12 +307,58 @@ class RabbitBus(Bus):
     ) -> int:
         """Publish every message, then wait for every confirm: one round trip per batch, not per message.
 
-        A message no queue takes raises :class:`BusUnavailable`, or with ``unroutable="drop"`` is counted:
-        returns how many were dropped so.
+        Calls made in the same turn of the event loop (many webhooks, many worker handlers at once) are
+        coalesced into one batch: one timeout, one wait for the confirms. A message no queue takes raises
+        :class:`BusUnavailable`, or with ``unroutable="drop"`` is counted: returns how many were dropped so.
         """
         messages = list(batch)
         if not messages:
             return 0
+        self._require_connection()
+        loop = asyncio.get_running_loop()
+        call = _PendingPublish(messages, unroutable, loop.create_future())
+        self._pending.append(call)
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush_publishes)
+        return await call.result
+
+    def _flush_publishes(self) -> None:
+        calls, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._publish_calls(calls))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _publish_calls(self, calls: list[_PendingPublish]) -> None:
+        try:
+            outcomes = await self._publish_frames([m for call in calls for m in call.messages])
+        except BaseException as exc:
+            failure = (
+                exc if isinstance(exc, BusUnavailable) else BusUnavailable(f"publish interrupted: {exc!r}")
+            )
+            for call in calls:
+                if not call.result.done():
+                    call.result.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        first = 0
+        for call in calls:
+            own = outcomes[first : first + len(call.messages)]
+            first += len(call.messages)
+            if call.result.done():  # the caller gave up (cancelled)
+                continue
+            failures = [o for o in own if isinstance(o, BaseException)]
+            returned = [f for f in failures if isinstance(f, aiormq.exceptions.PublishError)]
+            refused = [f for f in failures if f not in returned] if call.unroutable == "drop" else failures
+            if refused:
+                error = BusUnavailable(f"RabbitMQ did not confirm the messages: {refused[0]!r}")
+                error.__cause__ = refused[0]
+                call.result.set_exception(error)
+            else:
+                call.result.set_result(len(returned))
+
+    async def _publish_frames(self, messages: list[tuple[str, aio_pika.Message]]) -> list[Any]:
+        """Queue every frame at once, then gather the confirms; each message's outcome (None or error)."""
         self._require_connection()
         channel = self._publisher
         assert channel is not None
@@ -329,7 +378,7 @@ class RabbitBus(Bus):
                     )
                     for queue, message in messages
                 ]
-                outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+                return list(await asyncio.gather(*tasks, return_exceptions=True))
         except BusUnavailable:
             raise
         except Exception as exc:
@@ -339,12 +388,6 @@ class RabbitBus(Bus):
                 if not task.done():
                     task.cancel()
                 task.add_done_callback(_retrieve)
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        returned = [f for f in failures if isinstance(f, aiormq.exceptions.PublishError)]
-        refused = [f for f in failures if f not in returned] if unroutable == "drop" else failures
-        if refused:
-            raise BusUnavailable(f"RabbitMQ did not confirm the messages: {refused[0]!r}") from refused[0]
-        return len(returned)
 
     # -- consuming -------------------------------------------------------------------------------
 
@@ -746,6 +789,13 @@ async def _borrowed_channel(connection: AbstractRobustConnection) -> AsyncIterat
         yield channel
     finally:
         await _close(channel)
+
+
+@dataclass(slots=True)
+class _PendingPublish:
+    messages: list[tuple[str, aio_pika.Message]]
+    unroutable: Literal["raise", "drop"]
+    result: asyncio.Future[int]
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
