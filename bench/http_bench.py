@@ -19,7 +19,6 @@ import asyncio
 import collections
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import delete_keys, free_port, percentile, rabbit_vhost  # noqa: E402
 from tests.fakes import FakeTelegram, telegram_text_update, telegram_update_request  # noqa: E402
 
 SECRET = "bench-secret"
@@ -72,18 +71,6 @@ class BotApi(FakeTelegram):
             queue = self.waiters.get(str(params.get("chat_id")))
             if queue:
                 queue.popleft().set_result(time.perf_counter())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
 
 class Load:
@@ -208,16 +195,7 @@ async def gateway(api: BotApi, stories: Path, args: argparse.Namespace, vhost: s
             process.terminate()
         for process in processes:
             process.wait(15)
-        client = aioredis.from_url(args.redis)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        for i in range(0, len(keys), 1000):
-            await client.delete(*keys[i : i + 1000])
-        await client.aclose()
-
-
-def rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([ctl, "-q", *args], check=True, capture_output=True)
+        await delete_keys(args.redis, f"{prefix}:*")
 
 
 async def main() -> None:
@@ -231,16 +209,13 @@ async def main() -> None:
     stories = Path(tempfile.mkdtemp(prefix="http-bench-")) / "stories"
     stories.mkdir()
     (stories / "echo.yml").write_text(STORY)
-    vhost = f"gwbench-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     try:
-        async with BotApi() as api:
-            baseline = await naive(api, stories, args)
-            ours = await gateway(api, stories, args, vhost)
+        with rabbit_vhost() as (vhost, _):
+            async with BotApi() as api:
+                baseline = await naive(api, stories, args)
+                ours = await gateway(api, stories, args, vhost)
         print(f"throughput ratio gateway / naive bot: {ours / baseline:.2f}x   (goal: at least 0.8x)")
     finally:
-        rabbitmqctl("delete_vhost", vhost)
         shutil.rmtree(stories.parent, ignore_errors=True)
 
 

@@ -30,7 +30,6 @@ import collections
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,11 +41,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import aiohttp
-import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import delete_keys, free_port, rabbit_vhost  # noqa: E402
 from tests.fakes import (  # noqa: E402
     FakeSlack,
     FakeTelegram,
@@ -412,18 +411,6 @@ async def profile(requests: Requests, port: int, serve_pid: int, args: argparse.
 # The serve process
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 async def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
         while process.poll() is None:
@@ -504,13 +491,7 @@ class Serve:
             print(f"serve logged {len(complaints)} warnings/errors, the first ones:")
             for line in complaints[:5]:
                 print("    " + line[:300])
-        client = aioredis.from_url(self.redis_url)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{self.prefix}:*", count=1000)]
-            for i in range(0, len(keys), 1000):
-                await client.delete(*keys[i : i + 1000])
-        finally:
-            await client.aclose()
+        await delete_keys(self.redis_url, f"{self.prefix}:*")
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -612,13 +593,8 @@ async def main() -> None:
         "--quiet-wait", type=float, default=0.0, help="wait up to this many seconds for a quiet machine"
     )
     args = parser.parse_args()
-    vhost = f"gwbench-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    try:
+    with rabbit_vhost() as (vhost, _):
         await run(args, vhost)
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
 
 
 if __name__ == "__main__":

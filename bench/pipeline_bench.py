@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import delete_keys, percentile, rabbit_vhost
 from gateway.bus.base import Delivery, Envelope, Topic
 from gateway.bus.rabbit import RabbitBus
 from gateway.schema import Inbound, parse_reply
@@ -44,11 +45,6 @@ stories:
 """
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 def report(name: str, count: int, seconds: float, latencies: list[float]) -> float:
     rate = count / seconds
     print(
@@ -56,11 +52,6 @@ def report(name: str, count: int, seconds: float, latencies: list[float]) -> flo
         f"   p99 {percentile(latencies, 0.99):7.2f} ms   ({count} messages in {seconds:.2f} s)"
     )
     return rate
-
-
-def rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([ctl, "-q", *args], check=True, capture_output=True)
 
 
 async def floor(amqp_url: str, redis_url: str, count: int) -> tuple[float, list[float]]:
@@ -150,11 +141,7 @@ class Pipeline:
             process.wait(15)
         await self.subscription.stop()
         await self.bus.close()
-        client = aioredis.from_url(self.redis_url)
-        keys = [k async for k in client.scan_iter(match=f"{self.prefix}:*", count=1000)]
-        for i in range(0, len(keys), 1000):
-            await client.delete(*keys[i : i + 1000])
-        await client.aclose()
+        await delete_keys(self.redis_url, f"{self.prefix}:*")
         shutil.rmtree(self.stories, ignore_errors=True)
 
     async def run(
@@ -201,11 +188,7 @@ async def main() -> None:
     parser.add_argument("--paced-seconds", type=int, default=4)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
-    vhost = f"gwbench-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    try:
+    with rabbit_vhost() as (_, amqp_url):
         print(f"bus-level pipeline: {args.workers} worker processes, {args.users} conversations")
         floor_seconds, floor_lat = await floor(amqp_url, args.redis, args.floor_messages)
         floor_rate = report("floor (naive, one at a time)", args.floor_messages, floor_seconds, floor_lat)
@@ -216,8 +199,6 @@ async def main() -> None:
             seconds, latencies = await pipeline.run(paced, users=args.users, chunk=1, rate=args.rate)
             report(f"pipeline (paced at {args.rate:.0f}/s)", paced, seconds, latencies)
         print(f"throughput ratio pipeline / floor: {rate / floor_rate:.2f}x   (goal: at least 1.0x)")
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from aiogram.fsm.context import FSMContext  # noqa: E402
 from aiogram.fsm.storage.base import StorageKey  # noqa: E402
 from aiogram.fsm.storage.redis import DefaultKeyBuilder, RedisStorage  # noqa: E402
 
+from bench.common import delete_keys  # noqa: E402
 from gateway.bus.base import Bus, DeadLetter, Delivery, Envelope, Handler, Subscription, Topic  # noqa: E402
 from gateway.schema import Inbound  # noqa: E402
 from gateway.store.redis import RedisStore  # noqa: E402
@@ -93,7 +94,7 @@ async def gateway_worker(url: str, users: int, in_flight: int) -> float:
     try:
         return await run_conversations(users, in_flight, turn)
     finally:
-        await cleanup(url, prefix)
+        await delete_keys(url, f"{prefix}:*")
         await store.close()
 
 
@@ -115,16 +116,8 @@ async def aiogram_fsm(url: str, users: int, in_flight: int) -> float:
     try:
         return await run_conversations(users, in_flight, turn)
     finally:
-        await cleanup(url, prefix)
+        await delete_keys(url, f"{prefix}:*")
         await storage.close()
-
-
-async def cleanup(url: str, prefix: str) -> None:
-    client = aioredis.from_url(url)
-    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-    for i in range(0, len(keys), 1000):
-        await client.delete(*keys[i : i + 1000])
-    await client.aclose()
 
 
 async def main() -> None:
