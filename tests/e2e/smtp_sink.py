@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
@@ -11,12 +10,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.faults import free_port
 
 
 class SmtpSink:

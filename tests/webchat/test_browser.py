@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
 from tests.e2e.procs import GatewayProcess
+from tests.faults import free_port
 from tests.webchat.conftest import EMAILS, ROOT, STORIES
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,12 +33,6 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT_MS = 5000
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def stories_with_a_picture(folder: Path, port: int) -> Path:
