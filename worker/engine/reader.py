@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from gateway.settings import parse_duration
 from worker.engine.conditions import Condition, compile_condition
@@ -33,6 +34,8 @@ ID = re.compile(r"[A-Za-z0-9_-]+")
 MAX_MERGE_DEPTH = 16
 
 Entries = dict[str, tuple[ScalarNode, Node]]
+
+_Compiled = TypeVar("_Compiled", Template, Condition)
 
 
 class Reader:
@@ -145,19 +148,9 @@ class Reader:
         if value is None:
             self.problem(node, f"{what} must be text")
             return None
-        cached = self.templates.get((value, escape))
-        if cached is not None:
-            return cached
-        try:
-            compiled = compile_template(value, escape)
-        except TemplateError as exc:
-            line, col = locate(self.source, node, exc.offset)
-            self.problems.append(
-                Problem(self.source.name, line, col, f"bad template in {what}: {exc.message}")
-            )
-            return None
-        self.templates[(value, escape)] = compiled
-        return compiled
+        return self._compiled(
+            node, f"bad template in {what}", self.templates, value, escape, compile_template
+        )
 
     def condition(self, node: Node, negate: bool) -> Condition | None:
         what = "unless" if negate else "if"
@@ -167,18 +160,30 @@ class Reader:
                 node, f"{what} must be a condition written as text, such as '@session.City == \"Paris\"'"
             )
             return None
-        cached = self.conditions.get((value, negate))
+        return self._compiled(
+            node, f"bad condition in {what}", self.conditions, value, negate, compile_condition
+        )
+
+    def _compiled(
+        self,
+        node: Node,
+        label: str,
+        cache: dict[tuple[str, bool], _Compiled],
+        value: str,
+        flag: bool,
+        compile_text: Callable[[str, bool], _Compiled],
+    ) -> _Compiled | None:
+        """Compile a template or condition once per text, or record a problem at the failing character."""
+        cached = cache.get((value, flag))
         if cached is not None:
             return cached
         try:
-            compiled = compile_condition(value, negate)
+            compiled = compile_text(value, flag)
         except TemplateError as exc:
             line, col = locate(self.source, node, exc.offset)
-            self.problems.append(
-                Problem(self.source.name, line, col, f"bad condition in {what}: {exc.message}")
-            )
+            self.problems.append(Problem(self.source.name, line, col, f"{label}: {exc.message}"))
             return None
-        self.conditions[(value, negate)] = compiled
+        cache[(value, flag)] = compiled
         return compiled
 
     def decode(self, name: str, raw: bytes) -> str | None:
