@@ -127,12 +127,6 @@ class EmailJob(_Wire):
     created_at: float = Field(default_factory=time.time)
 
 
-Output = Reply | EmailJob
-WireMessage = Inbound | Reply | EmailJob
-
-_TYPES: dict[str, type[_Wire]] = {"inbound": Inbound, "reply": Reply, "email": EmailJob}
-
-
 def parse(body: bytes | str, expect: type[Any]) -> Any:
     """Parse one bus message as ``expect``; any problem is a :class:`SchemaError` with the reason."""
     try:
@@ -156,14 +150,3 @@ def parse_reply(body: bytes | str) -> Reply:
 def parse_email(body: bytes | str) -> EmailJob:
     result: EmailJob = parse(body, EmailJob)
     return result
-
-
-def parse_output(body: bytes | str) -> Output:
-    """Parse a recorded output (a reply or an email job) by its ``type``."""
-    for kind in (Reply, EmailJob):
-        try:
-            out: Output = kind.model_validate_json(body)
-            return out
-        except ValidationError:
-            continue
-    raise SchemaError("output: neither a reply nor an email job")
