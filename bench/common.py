@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
@@ -51,3 +54,50 @@ async def delete_keys(redis_url: str, pattern: str) -> None:
             await client.delete(*keys[i : i + 1000])
     finally:
         await client.aclose()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux ``/proc``); 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pids_of(name: str) -> list[int]:
+    """Processes whose command name is ``name`` (e.g. ``beam.smp``, ``redis-server``)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().strip() == name:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+class CpuMeter:
+    """Cores used by named groups of processes over an interval: where a machine's CPU went."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self._start: dict[str, float] = {}
+        self._started = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._started = time.perf_counter()
+        self._start = {name: sum(map(cpu_seconds, pids)) for name, pids in self.groups.items()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self._started
+        self.cores = {
+            name: (sum(map(cpu_seconds, pids)) - self._start[name]) / elapsed
+            for name, pids in self.groups.items()
+        }
+
+    def line(self) -> str:
+        parts = [f"{name} {cores:.2f}" for name, cores in self.cores.items()]
+        return f"    cores used: {', '.join(parts)} (total {sum(self.cores.values()):.2f})"

@@ -33,7 +33,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import delete_keys, free_port, percentile, rabbit_vhost  # noqa: E402
+from bench.common import CpuMeter, delete_keys, free_port, percentile, pids_of, rabbit_vhost  # noqa: E402
 from tests.fakes import FakeTelegram, telegram_text_update, telegram_update_request  # noqa: E402
 
 SECRET = "bench-secret"
@@ -138,26 +138,31 @@ async def wait_ready(url: str, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.2)  # a starting process offers no event to wait on
 
 
-async def measure(api: BotApi, address: str, args: argparse.Namespace, name: str) -> float:
+async def measure(
+    api: BotApi, address: str, args: argparse.Namespace, name: str, processes: dict[str, list[int]]
+) -> float:
     connector = aiohttp.TCPConnector(limit=args.users + 50)
     async with aiohttp.ClientSession(connector=connector) as http:
         load = Load(api, address, http)
         await load.closed_loop(min(args.users, 50), 1.0)  # warm up
-        chatting = await load.closed_loop(args.users, args.seconds)
+        groups = {"load generator + fake API": [os.getpid()], **processes}
+        with CpuMeter(groups) as cpu:
+            chatting = await load.closed_loop(args.users, args.seconds)
         rate = report(f"{name}: {args.users} users chatting", chatting)
+        print(cpu.line(), flush=True)
         offered = await load.open_loop(args.users, args.rate, args.seconds)
         report(f"{name}: offered {args.rate:.0f} msg/s", offered)
     return rate
 
 
-async def naive(api: BotApi, stories: Path, args: argparse.Namespace) -> float:
+async def baseline(api: BotApi, stories: Path, args: argparse.Namespace, script: str, name: str) -> float:
     port = free_port()
     process = subprocess.Popen(  # noqa: ASYNC220 - starting a child returns at once
-        [sys.executable, str(ROOT / "bench" / "naive_bot.py"), str(port), str(stories), api.url, api.token]
+        [sys.executable, str(ROOT / "bench" / script), str(port), str(stories), api.url, api.token, SECRET]
     )
     try:
         await wait_ready(f"http://127.0.0.1:{port}/webhooks/telegram")
-        return await measure(api, f"http://127.0.0.1:{port}", args, "naive bot")
+        return await measure(api, f"http://127.0.0.1:{port}", args, name, {"bot": [process.pid]})
     finally:
         process.terminate()
         process.wait(10)
@@ -189,7 +194,16 @@ async def gateway(api: BotApi, stories: Path, args: argparse.Namespace, vhost: s
     ]
     try:
         await wait_ready(f"http://127.0.0.1:{port}/readyz")
-        return await measure(api, f"http://127.0.0.1:{port}", args, "gateway (serve + 2 workers + mailer)")
+        pids = [process.pid for process in processes]
+        groups = {
+            "serve": pids[:1],
+            "workers": pids[1:3],
+            "mailer": pids[3:],
+            "rabbitmq": pids_of("beam.smp"),
+            "redis": pids_of("redis-server"),
+        }
+        name = "gateway (serve + 2 workers + mailer)"
+        return await measure(api, f"http://127.0.0.1:{port}", args, name, groups)
     finally:
         for process in processes:
             process.terminate()
@@ -212,9 +226,12 @@ async def main() -> None:
     try:
         with rabbit_vhost() as (vhost, _):
             async with BotApi() as api:
-                baseline = await naive(api, stories, args)
+                lean = await baseline(api, stories, args, "naive_bot.py", "naive bot, hand-written")
+                idiomatic = await baseline(api, stories, args, "aiogram_bot.py", "naive bot, aiogram")
                 ours = await gateway(api, stories, args, vhost)
-        print(f"throughput ratio gateway / naive bot: {ours / baseline:.2f}x   (goal: at least 0.8x)")
+        print(f"throughput ratio gateway / hand-written naive bot: {ours / lean:.2f}x")
+        print(f"throughput ratio gateway / aiogram naive bot: {ours / idiomatic:.2f}x")
+        print("(goal: at least 0.8x the naive bot)")
     finally:
         shutil.rmtree(stories.parent, ignore_errors=True)
 

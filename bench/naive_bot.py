@@ -4,7 +4,7 @@ One process; the webhook handler parses the update with aiogram, runs the same s
 in a dict, sends the replies through aiogram's Bot inline, and only then answers Telegram. No broker, no
 Redis, no durability, no order across restarts.
 
-    python bench/naive_bot.py PORT STORIES_FOLDER TELEGRAM_API_URL TOKEN
+    python bench/naive_bot.py PORT STORIES_FOLDER TELEGRAM_API_URL TOKEN [SECRET (ignored)]
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.dict_state import DictStories
 from gateway.schema import Inbound
-from gateway.store.base import Session
-from worker.engine import Engine, load_stories
 
 # The same aiogram workaround the gateway's Telegram channel has (pydantic caches generics weakly), so the
 # baseline is not slowed by what the gateway avoids.
@@ -32,9 +31,7 @@ _RESPONSE_TYPE = Response[SendMessage.__returning__]  # type: ignore[name-define
 
 def main() -> None:
     port, stories, api_url, token = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
-    engine = Engine(load_stories(stories))
-    sessions: dict[str, Session | None] = {}
-    users: dict[str, dict[str, str]] = {}
+    state = DictStories(stories)
     bot = Bot(token, session=AiohttpSession(api=TelegramAPIServer.from_base(api_url)))
 
     async def webhook(request: web.Request) -> web.Response:
@@ -45,15 +42,7 @@ def main() -> None:
         chat, user = str(message.chat.id), str(message.from_user.id)
         message_id = f"telegram:update:{update.update_id}"
         inbound = Inbound(id=message_id, channel="telegram", chat=chat, user=user, text=message.text)
-        attributes = users.setdefault(user, {})
-        turn = engine.handle(sessions.get(chat), attributes, inbound, 0.0)
-        sessions[chat] = turn.session
-        for name, value in turn.user_changes.items():
-            if value is None:
-                attributes.pop(name, None)
-            else:
-                attributes[name] = value
-        for reply in turn.replies:
+        for reply in state.handle(inbound):
             await bot.send_message(message.chat.id, reply.text)
         return web.Response()
 

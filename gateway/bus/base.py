@@ -21,6 +21,11 @@ Acknowledgement (the same for every topic)
 * the handler raises anything else → retried in place up to ``max_attempts`` handler calls, then
   dead-lettered with the last exception as the reason.
 A message whose handler never finished (the process died) is delivered again, first in its partition.
+So is, with ``redelivered`` set, a message whose handler *did* finish when the implementation carried it
+together with others that did not (:class:`~gateway.bus.rabbit.RabbitBus` packs the envelopes published
+in one batch to one queue into one broker message, see :mod:`gateway.bus.packing`, and the broker takes
+back a message whole): after a crash, a stop or a rebalance. Handlers are therefore idempotent by
+``message_id`` — the roles are (the worker's commit record, the sent ids of the deliverer and the mailer).
 
 Direct destinations: one process's own queue
 --------------------------------------------

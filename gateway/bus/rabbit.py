@@ -57,6 +57,7 @@ from gateway.bus.base import (
     partition_of,
 )
 from gateway.bus.dispatch import Backoff, Dispatcher, RawDelivery, require_key
+from gateway.bus.packing import PACKED_HEADER, MalformedPack, chunks, pack, unpack
 
 __all__ = ["RabbitBus", "RabbitSubscription", "Topology", "TopologyConflict"]
 
@@ -161,6 +162,7 @@ class RabbitBus(Bus):
         yield_timeout: float = 10.0,
         direct_expiry: float = 300.0,
         backoff: Backoff | None = None,
+        publish_window: int = 1,
     ) -> None:
         if queue_type not in ("classic", "quorum"):
             raise ValueError(f"queue_type must be classic or quorum, got {queue_type!r}")
@@ -181,8 +183,10 @@ class RabbitBus(Bus):
         self._publisher: AbstractRobustChannel | None = None
         self._admin: AbstractRobustChannel | None = None
         self._subscriptions: set[RabbitSubscription] = set()
-        self._pending: list[_PendingPublish] = []  # publishes waiting for this loop turn's batch
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._pending: list[_PendingPublish] = []  # publishes waiting for the next batch
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()  # batches sent and waiting for their confirms
+        self.publish_window = publish_window
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -291,24 +295,35 @@ class RabbitBus(Bus):
     async def publish(self, topic: Topic, envelopes: Sequence[Envelope]) -> None:
         for envelope in envelopes:
             require_key(topic, envelope)
-        await self._send((self.topology.route(topic, e), _message(e)) for e in envelopes)
+        await self._send(((self.topology.route(topic, e), e) for e in envelopes), packable=topic.ordered)
 
     async def publish_direct(self, topic: Topic, instance: str, envelopes: Sequence[Envelope]) -> bool:
         for envelope in envelopes:
             require_key(topic, envelope)
         queue = self.topology.direct_queue(topic, instance)
-        returned = await self._send(((queue, _message(e)) for e in envelopes), unroutable="drop")
+        returned = await self._send(
+            ((queue, e) for e in envelopes), unroutable="drop", packable=topic.ordered
+        )
         if returned:
             log.debug("%d message(s) for %s dropped: the queue does not exist", returned, queue)
         return returned == 0
 
     async def _send(
-        self, batch: Iterable[tuple[str, aio_pika.Message]], unroutable: Literal["raise", "drop"] = "raise"
+        self,
+        batch: Iterable[tuple[str, Envelope]],
+        unroutable: Literal["raise", "drop"] = "raise",
+        *,
+        packable: bool = False,
     ) -> int:
-        """Publish every message, then wait for every confirm: one round trip per batch, not per message.
+        """Publish every envelope, then wait for every confirm: one round trip per batch, not per message.
 
-        Calls made in the same turn of the event loop (many webhooks, many worker handlers at once) are
-        coalesced into one batch: one timeout, one wait for the confirms. A message no queue takes raises
+        Calls are coalesced into batches: those made in the same turn of the event loop, and those made
+        while ``publish_window`` batches are already waiting for their confirms (under load a batch then
+        grows instead of the broker getting many small ones; when idle nothing waits). A batch has one
+        timeout and one wait for the confirms, and its ``packable`` envelopes bound for the same queue
+        travel as one packed message (:mod:`gateway.bus.packing`). Only ordered topics pack: their
+        queues have one consumer at a time anyway, while packing email jobs would take them away from
+        competing mailers. A message no queue takes raises
         :class:`BusUnavailable`, or with ``unroutable="drop"`` is counted: returns how many were dropped so.
         """
         messages = list(batch)
@@ -316,21 +331,32 @@ class RabbitBus(Bus):
             return 0
         self._require_connection()
         loop = asyncio.get_running_loop()
-        call = _PendingPublish(messages, unroutable, loop.create_future())
+        call = _PendingPublish(messages, unroutable, packable, loop.create_future())
         self._pending.append(call)
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush_publishes)
+        self._schedule_flush()
         return await call.result
 
+    def _schedule_flush(self) -> None:
+        if self._pending and not self._flush_scheduled and len(self._flushes) < self.publish_window:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_publishes)
+
     def _flush_publishes(self) -> None:
+        self._flush_scheduled = False
         calls, self._pending = self._pending, []
+        if not calls:
+            return
         task = asyncio.get_running_loop().create_task(self._publish_calls(calls))
         self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        self._schedule_flush()
 
     async def _publish_calls(self, calls: list[_PendingPublish]) -> None:
         try:
-            outcomes = await self._publish_frames([m for call in calls for m in call.messages])
+            outcomes = await self._publish_frames(calls)
         except BaseException as exc:
             failure = (
                 exc if isinstance(exc, BusUnavailable) else BusUnavailable(f"publish interrupted: {exc!r}")
@@ -357,11 +383,12 @@ class RabbitBus(Bus):
             else:
                 call.result.set_result(len(returned))
 
-    async def _publish_frames(self, messages: list[tuple[str, aio_pika.Message]]) -> list[Any]:
-        """Queue every frame at once, then gather the confirms; each message's outcome (None or error)."""
+    async def _publish_frames(self, calls: list[_PendingPublish]) -> list[Any]:
+        """Queue every frame at once, then gather the confirms; each envelope's outcome (None or error)."""
         self._require_connection()
         channel = self._publisher
         assert channel is not None
+        messages, carried = _wire_messages(calls)
         tasks: list[asyncio.Task[Any]] = []
         try:
             async with asyncio.timeout(self.publish_timeout):
@@ -378,7 +405,12 @@ class RabbitBus(Bus):
                     )
                     for queue, message in messages
                 ]
-                return list(await asyncio.gather(*tasks, return_exceptions=True))
+                outcomes: list[Any] = [None] * sum(map(len, carried))
+                sent = await asyncio.gather(*tasks, return_exceptions=True)
+                for outcome, numbers in zip(sent, carried, strict=True):
+                    for number in numbers:
+                        outcomes[number] = outcome
+                return outcomes
         except BusUnavailable:
             raise
         except Exception as exc:
@@ -413,7 +445,7 @@ class RabbitBus(Bus):
     async def publish_dead_letter(self, topic: Topic, raw: RawDelivery, reason: str, attempts: int) -> None:
         """Publish a dead letter (with why and when) to the topic's dead queue, then ack the original."""
         envelope = raw.envelope
-        headers: dict[str, Any] = {
+        headers: dict[str, str] = {
             **envelope.headers,
             REASON_HEADER: reason[:4000],
             ATTEMPTS_HEADER: str(attempts),
@@ -421,13 +453,8 @@ class RabbitBus(Bus):
             KEY_HEADER: envelope.key,
             FAILED_AT_HEADER: repr(time.time()),
         }
-        message = aio_pika.Message(
-            envelope.body,
-            message_id=envelope.message_id,
-            headers=headers,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
-        await self._send([(self.topology.dead_queue(topic), message)])
+        dead = Envelope(envelope.body, envelope.message_id, envelope.key, headers)
+        await self._send([(self.topology.dead_queue(topic), dead)])
         await raw.ack()
 
     # -- dead letters ----------------------------------------------------------------------------
@@ -435,14 +462,16 @@ class RabbitBus(Bus):
     async def dead_letters(self, topic: Topic, limit: int = 100) -> list[DeadLetter]:
         try:
             async with self._oldest_dead(topic, limit) as taken:
-                return [_dead_letter(message, topic) for message in taken.messages[:limit]]
+                letters = [letter for message in taken.messages for letter in _dead_letters(message, topic)]
+                return letters[:limit]
         except BusUnavailable:
             raise
         except Exception as exc:
             raise BusUnavailable(f"cannot read dead letters: {exc!r}") from exc
 
     async def replay_dead_letters(self, topic: Topic, limit: int | None = None) -> int:
-        moved = 0
+        """``limit`` counts stored messages: one the broker dead-lettered while packed moves whole."""
+        moved = replayed = 0
         try:
             while limit is None or moved < limit:
                 wanted = _MAX_TAKE if limit is None else limit - moved
@@ -450,16 +479,18 @@ class RabbitBus(Bus):
                     chosen = taken.messages[:wanted]
                     for start in range(0, len(chosen), 500):
                         chunk = chosen[start : start + 500]
-                        await self.publish(topic, [_envelope(message) for message in chunk])
+                        envelopes = [e for message in chunk for e in _readable_envelopes(message)]
+                        await self.publish(topic, envelopes)
                         await taken.ack_through(start + len(chunk))
                         moved += len(chunk)
+                        replayed += len(envelopes)
                 if len(chosen) < wanted:
                     break
         except (BusUnavailable, ValueError):
             raise
         except Exception as exc:
             raise BusUnavailable(f"cannot replay dead letters: {exc!r}") from exc
-        return moved
+        return replayed
 
     @contextlib.asynccontextmanager
     async def _oldest_dead(self, topic: Topic, count: int) -> AsyncIterator[_Taken]:
@@ -614,15 +645,25 @@ class RabbitSubscription(Subscription):
 
     async def _on_message(self, consumer: _PartitionConsumer, message: AbstractIncomingMessage) -> None:
         consumer.active = True
-        raw = RawDelivery(
-            _envelope(message),
-            consumer.source,
-            bool(message.redelivered),
-            partial(_ack, message),
-            partial(_stale, message),
-            token=message,
+        redelivered, stale = bool(message.redelivered), partial(_stale, message)
+        try:
+            envelopes = _envelopes(message)
+        except MalformedPack as exc:  # not from a gateway: keep it, whole, where an operator can see it
+            raw = RawDelivery(_envelope(message), consumer.source, redelivered, partial(_ack, message), stale)
+            self._bury_unreadable(raw, f"packed message does not unpack: {exc}")
+            return
+        # A packed message is acknowledged once every envelope in it is finished (handled or buried).
+        ack = partial(_ack, message) if len(envelopes) == 1 else _SharedAck(message, len(envelopes)).ack
+        for envelope in envelopes:
+            self._dispatcher.submit(
+                RawDelivery(envelope, consumer.source, redelivered, ack, stale, token=message)
+            )
+
+    def _bury_unreadable(self, raw: RawDelivery, reason: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._bus.publish_dead_letter(self.topic, raw, reason, 0)
         )
-        self._dispatcher.submit(raw)
+        task.add_done_callback(_retrieve)  # if it fails, the message stays unacknowledged and comes back
 
     def forget_activity(self) -> None:
         """After a reconnect the broker may have chosen other active consumers."""
@@ -702,12 +743,31 @@ def _message(envelope: Envelope) -> aio_pika.Message:
     )
 
 
+def _packed_message(envelopes: list[Envelope]) -> aio_pika.Message:
+    return aio_pika.Message(
+        pack(envelopes),
+        message_id=envelopes[0].message_id,
+        headers={PACKED_HEADER: len(envelopes)},
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
 def _text(value: object) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", "replace")
     return None
+
+
+def _envelopes(message: AbstractIncomingMessage) -> list[Envelope]:
+    """The envelopes a broker message carries: itself, or those packed in it (may raise MalformedPack)."""
+    count = (message.headers or {}).get(PACKED_HEADER)
+    if count is None:
+        return [_envelope(message)]
+    if not isinstance(count, int) or count < 1:
+        raise MalformedPack(f"{PACKED_HEADER} is {count!r}")
+    return unpack(message.body, count)
 
 
 def _envelope(message: AbstractIncomingMessage) -> Envelope:
@@ -726,29 +786,57 @@ def _envelope(message: AbstractIncomingMessage) -> Envelope:
     )
 
 
-def _dead_letter(message: AbstractIncomingMessage, topic: Topic) -> DeadLetter:
+def _readable_envelopes(message: AbstractIncomingMessage) -> list[Envelope]:
+    """Its envelopes, or the message itself as one when it does not unpack."""
+    try:
+        return _envelopes(message)
+    except MalformedPack:
+        return [_envelope(message)]
+
+
+def _dead_letters(message: AbstractIncomingMessage, topic: Topic) -> list[DeadLetter]:
+    """What one message on a dead queue records: ours carry one envelope, the broker's may be packed."""
     headers: Mapping[str, Any] = message.headers or {}
     reason = _text(headers.get(REASON_HEADER))
     if reason is not None:
-        return DeadLetter(
-            _envelope(message),
-            topic,
-            reason,
-            int(_text(headers.get(ATTEMPTS_HEADER)) or 0),
-            float(_text(headers.get(FAILED_AT_HEADER)) or 0.0),
-        )
+        return [
+            DeadLetter(
+                _envelope(message),
+                topic,
+                reason,
+                int(_text(headers.get(ATTEMPTS_HEADER)) or 0),
+                float(_text(headers.get(FAILED_AT_HEADER)) or 0.0),
+            )
+        ]
     # dead-lettered by the broker itself (e.g. a quorum queue's delivery limit)
     deaths = headers.get("x-death")
     death: Mapping[str, Any] = deaths[0] if isinstance(deaths, list) and deaths else {}
     when = death.get("time")
     count = headers.get("x-delivery-count", death.get("count", 0))
-    return DeadLetter(
-        _envelope(message),
-        topic,
-        f"broker: {_text(death.get('reason')) or 'dead-lettered'}",
-        int(count) if isinstance(count, int) else 0,
-        when.timestamp() if isinstance(when, datetime) else 0.0,
-    )
+    return [
+        DeadLetter(
+            envelope,
+            topic,
+            f"broker: {_text(death.get('reason')) or 'dead-lettered'}",
+            int(count) if isinstance(count, int) else 0,
+            when.timestamp() if isinstance(when, datetime) else 0.0,
+        )
+        for envelope in _readable_envelopes(message)
+    ]
+
+
+class _SharedAck:
+    """Acknowledges a packed message when the last of its envelopes is acknowledged."""
+
+    __slots__ = ("message", "remaining")
+
+    def __init__(self, message: AbstractIncomingMessage, count: int) -> None:
+        self.message, self.remaining = message, count
+
+    async def ack(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            await _ack(self.message)
 
 
 async def _ack(message: AbstractIncomingMessage) -> None:
@@ -793,9 +881,42 @@ async def _borrowed_channel(connection: AbstractRobustConnection) -> AsyncIterat
 
 @dataclass(slots=True)
 class _PendingPublish:
-    messages: list[tuple[str, aio_pika.Message]]
+    messages: list[tuple[str, Envelope]]  # (queue, envelope)
     unroutable: Literal["raise", "drop"]
+    packable: bool
     result: asyncio.Future[int]
+
+
+def _wire_messages(
+    calls: list[_PendingPublish],
+) -> tuple[list[tuple[str, aio_pika.Message]], list[list[int]]]:
+    """The broker messages that carry the calls' envelopes, and which envelopes each one carries.
+
+    Envelopes are numbered in call order. A queue's packable envelopes are packed, in publish order, at
+    the position of its first one; dead letters (never packed) go to queues of their own, so every
+    queue still receives its envelopes in publish order.
+    """
+    messages: list[tuple[str, aio_pika.Message]] = []
+    carried: list[list[int]] = []
+    order: list[tuple[str, list[tuple[int, Envelope]]]] = []
+    by_queue: dict[str, list[tuple[int, Envelope]]] = {}
+    number = 0
+    for call in calls:
+        for queue, envelope in call.messages:
+            if not call.packable:
+                order.append((queue, [(number, envelope)]))
+            elif (group := by_queue.get(queue)) is not None:
+                group.append((number, envelope))
+            else:
+                by_queue[queue] = group = [(number, envelope)]
+                order.append((queue, group))
+            number += 1
+    for queue, group in order:
+        numbers = iter(n for n, _ in group)
+        for run in chunks([envelope for _, envelope in group]):
+            messages.append((queue, _message(run[0]) if len(run) == 1 else _packed_message(run)))
+            carried.append([next(numbers) for _ in run])
+    return messages, carried
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

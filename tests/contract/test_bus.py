@@ -333,6 +333,9 @@ async def test_stop_lets_running_handlers_finish_and_gives_back_the_rest_in_orde
         events.append(f"done {number(delivery)}")
 
     async def successor(delivery: Delivery) -> None:
+        if number(delivery) == 0:  # finished, but it travelled packed with the rest (RabbitBus)
+            assert delivery.redelivered, "a finished envelope came again as if it were new"
+            return
         received.append(number(delivery))
         watch.changed()
 
@@ -394,6 +397,8 @@ async def test_two_subscribers_share_the_partitions_and_keep_each_keys_order(bus
     def recorder(name: str) -> Callable[[Delivery], Awaitable[None]]:
         async def handler(delivery: Delivery) -> None:
             key = delivery.envelope.key
+            if delivery.redelivered and number(delivery) in seen[key]:
+                return  # finished before a hand-over, back with its pack: absorbed by id, as the roles do
             if key in running:
                 overlaps.append(key)
             running.add(key)
