@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
     ClientDecodeError,
@@ -74,6 +73,7 @@ from channels.base import (
     Unauthorized,
     WebhookRequest,
 )
+from channels.telegram_session import JsonAiohttpSession
 from gateway.schema import Attachment, ButtonPress, Inbound, Reply
 
 log = logging.getLogger("gateway.channels.telegram")
@@ -177,7 +177,7 @@ class TelegramChannel(Channel):
         request_timeout: float = 15.0,
     ) -> None:
         """``token`` must look like a bot token (aiogram raises ``TokenValidationError`` otherwise)."""
-        session = AiohttpSession(api=TelegramAPIServer.from_base(api_url), timeout=request_timeout)
+        session = JsonAiohttpSession(api=TelegramAPIServer.from_base(api_url), timeout=request_timeout)
         self.bot = Bot(token, session=session)
         self.api_url = api_url
         self.webhook_secret = webhook_secret

@@ -209,7 +209,7 @@ class Gateway:
             rate_limits=settings.rate_limits,
             instance=web_chat.instance if (web_chat := self._web_chat()) else None,
         )
-        await deliverer.start()
+        await deliverer.start(self.settings.delivery_concurrency)
         self._stoppers.append(functools.partial(deliverer.stop, DRAIN_SECONDS))
         self.ingress = Ingress(self.bus, self.metrics, public_url=settings.public_url)
         self._stoppers.insert(0, self.ingress.close)

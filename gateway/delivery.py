@@ -61,7 +61,7 @@ class Deliverer:
         self.instance = instance  # set: also deliver the replies addressed to this process
         self._subscriptions: list[Subscription] = []
 
-    async def start(self, concurrency: int = 64) -> None:
+    async def start(self, concurrency: int = 256) -> None:
         self._subscriptions.append(
             await self.bus.subscribe(Topic.OUTBOUND, self.handle, concurrency=concurrency)
         )

@@ -76,6 +76,7 @@ class Settings:
     processed_ttl: float = 86400.0
     dedup_ttl: float = 86400.0
     worker_concurrency: int = 64
+    delivery_concurrency: int = 256
     max_recipients: int = 10
     log_level: str = "INFO"
     connect_timeout: float = 30.0
@@ -276,6 +277,7 @@ class _Reader:
             processed_ttl=self.duration("GATEWAY_PROCESSED_TTL", 86400.0),
             dedup_ttl=self.duration("GATEWAY_DEDUP_TTL", 86400.0),
             worker_concurrency=self.integer("GATEWAY_WORKER_CONCURRENCY", 64, 1, 10000),
+            delivery_concurrency=self.integer("GATEWAY_DELIVERY_CONCURRENCY", 256, 1, 10000),
             max_recipients=self.integer("GATEWAY_MAX_RECIPIENTS", 10, 1, 1000),
             log_level=self.choice("GATEWAY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
             instance_id=instance,

@@ -71,6 +71,7 @@ def test_channels_switch_on_with_their_settings() -> None:
         ("GATEWAY_WEBCHAT", "maybe", "not a boolean"),
         ("GATEWAY_PUBLIC_URL", "ftp://x", "scheme"),
         ("GATEWAY_PARTITIONS", "0", "out of range"),
+        ("GATEWAY_DELIVERY_CONCURRENCY", "0", "out of range"),
         ("GATEWAY_QUEUE_TYPE", "stream", "must be one of"),
         ("GATEWAY_PROCESSED_TTL", "soon", "not a duration"),
         ("TELEGRAM_MODE", "carrier-pigeon", "must be one of"),

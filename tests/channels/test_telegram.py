@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from aiogram.types import Update
+from aiogram.types import BufferedInputFile, Update
 
 from channels.base import Malformed, Refused, RetryLater, Unauthorized, WebhookRequest
 from channels.telegram import CALLBACK_DATA_LIMIT, TelegramChannel, callback_data
@@ -174,10 +174,21 @@ async def test_text_is_sent_plain_so_user_text_cannot_break_formatting(
     text = "<b>bold?</b> *not* _italic_ [link](http://x) & `code`"
     await channel.send(reply(text))
     [call] = tg.calls_to("sendMessage", ok=True)
-    assert call.params["chat_id"] == "1111111"
+    assert call.params["chat_id"] == 1111111  # a number: the call went as a JSON body, not a form
     assert call.params["text"] == text
     assert "parse_mode" not in call.params
     assert "reply_markup" not in call.params
+
+
+async def test_a_file_upload_still_goes_as_a_multipart_form(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    photo = BufferedInputFile(b"\x89PNG...", filename="chart.png")
+    await channel.bot.send_photo(1111111, photo, caption="here")
+    [call] = tg.calls_to("sendPhoto", ok=True)
+    assert call.params["chat_id"] == "1111111"  # a form field: text
+    assert call.params["caption"] == "here"
+    assert str(call.params["photo"]).startswith("attach://")
 
 
 async def test_buttons_become_an_inline_keyboard(channel: TelegramChannel, tg: FakeTelegram) -> None:
