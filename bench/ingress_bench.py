@@ -20,6 +20,7 @@ timed. A fresh RabbitMQ vhost and Redis key prefix are used and removed afterwar
 cores shared by serve, RabbitMQ and the generator: figures drift by tens of % between days.
 
     .venv/bin/python bench/ingress_bench.py [--seconds 5] [--connections 64] [--profile auto|always|never]
+        [--also-paced RATE ...]
 """
 
 from __future__ import annotations
@@ -523,6 +524,9 @@ async def bench_channel(requests: Requests, port: int, meter: CpuMeter, args: ar
     meter.stop()
     print(calm.line(f"{requests.name}: paced at {half:.0f} req/s"), flush=True)
     print("    " + meter.line(), flush=True)
+    for rate in args.also_paced:  # fixed rates, to compare runs (or versions) whose saturation differs
+        fixed = await paced(requests, port, rate, args.seconds, args.connections)
+        print(fixed.line(f"{requests.name}: paced at {rate:.0f} req/s (--also-paced)"), flush=True)
     met = full.rate >= GOAL_RATE and calm.percentile(0.99) < GOAL_P99_MS and not full.other and not calm.other
     verdict = "met" if met else "MISSED"
     print(
@@ -588,6 +592,9 @@ async def main() -> None:
     parser.add_argument("--channels", default="telegram,slack")
     parser.add_argument("--expect", type=float, default=5000, help="req/s to prepare requests for")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument(
+        "--also-paced", type=float, nargs="*", default=[], metavar="RATE", help="also pace at these req/s"
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument(
         "--quiet-wait", type=float, default=0.0, help="wait up to this many seconds for a quiet machine"

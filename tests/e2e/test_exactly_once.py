@@ -14,6 +14,9 @@ import subprocess
 
 import aiohttp
 
+from gateway.bus.base import Envelope, Topic
+from gateway.bus.rabbit import RabbitBus
+from gateway.schema import Inbound
 from tests.e2e.conftest import Start, TelegramUser, sent_texts
 from tests.e2e.procs import GatewayProcess
 from tests.e2e.smtp_sink import SmtpSink
@@ -116,3 +119,39 @@ async def test_mailer_killed_after_sending_before_the_ack_sends_no_second_copy(
     assert len(smtp.messages) == 1, "the redelivered job was dropped, not sent again"
     assert f"email {job} was sent already; dropped" in second.output()
     assert "the mailer will die" in email.get_content()
+
+
+async def test_a_worker_killed_inside_a_packed_message_leaves_no_reply_missing_or_doubled(
+    start_role: Start, telegram: FakeTelegram, amqp_url: str, rabbit_vhost: str, queue_prefix: str
+) -> None:
+    """Twenty conversations' messages travel as one packed broker message (one publish, one partition).
+
+    The first worker handles them one at a time and is killed after publishing the eleventh's reply: the
+    broker hands the whole packed message to the next worker, which must find the eleven finished ones
+    committed (re-publishing, and delivery dropping what was sent) and run the other nine once.
+    """
+    one_partition = {"GATEWAY_PARTITIONS": "1"}
+    await start_role("serve", **one_partition)
+    chats = [9100 + n for n in range(20)]
+    inbound = [
+        Inbound(id=f"telegram:update:{71000 + n}", channel="telegram", chat=str(c), user=str(c), text="help")
+        for n, c in enumerate(chats)
+    ]
+    first = await start_role(
+        "worker",
+        GATEWAY_WORKER_CONCURRENCY="1",
+        GATEWAY_TEST_FREEZE_AT=f"after_publish@{inbound[10].id}",
+        **one_partition,
+    )
+    async with RabbitBus(amqp_url, prefix=queue_prefix, partitions=1) as bus:
+        await bus.publish(Topic.INBOUND, [Envelope(m.to_json(), m.id, str(m.conversation)) for m in inbound])
+    assert await kill_when_frozen(first, "after_publish") == inbound[10].id
+
+    second = await start_role("worker", **one_partition)
+    await telegram.wait_for_calls(len(chats), method="sendMessage", ok=True)
+    await wait_until_drained(rabbit_vhost, queue_prefix)
+
+    assert second.output().count("committed before; re-publishing") == 11
+    for chat in chats:
+        assert sent_texts(telegram, chat) == ["What is the problem?"], chat
+    assert len(sent_texts(telegram)) == len(chats)
