@@ -96,6 +96,30 @@ async def test_a_publish_to_a_hung_broker_gives_up_after_the_timeout(
         await bus.publish(Topic.EMAIL, [Envelope(b"y", "after")])
 
 
+async def test_publishes_waiting_behind_a_stalled_batch_give_up_too_and_later_ones_go_through(
+    make_bus: RabbitFactory, amqp_url: str
+) -> None:
+    """A publish made while a batch waits for its confirms joins the next batch; a stall costs it at most
+    the rest of that wait plus its own timeout, never a hang."""
+    async with TcpProxy(URL(amqp_url).host or "127.0.0.1", URL(amqp_url).port or 5672) as proxy:
+        bus = await make_bus(through(proxy, amqp_url), publish_timeout=1.0)
+        proxy.stall()
+        began = time.monotonic()
+        first = asyncio.create_task(bus.publish(Topic.INBOUND, [envelope("k", 0)]))
+        await asyncio.sleep(0)  # the first publish queues its envelope and schedules the batch ...
+        await asyncio.sleep(0)  # ... which is sent and waits for confirms that do not come
+        assert bus.batches_in_flight == 1
+        second = asyncio.create_task(bus.publish(Topic.INBOUND, [envelope("k", 1)]))
+        with pytest.raises(BusUnavailable):
+            await first
+        assert not second.done(), "the second publish should wait for the first batch, then try on its own"
+        with pytest.raises(BusUnavailable):
+            await second
+        assert time.monotonic() - began < 3.0
+        proxy.unstall()
+        await bus.publish(Topic.INBOUND, [envelope("k", 2)])
+
+
 async def test_a_subscription_resumes_after_an_outage_and_loses_nothing(
     make_bus: RabbitFactory, amqp_url: str
 ) -> None:

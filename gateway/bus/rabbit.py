@@ -336,6 +336,11 @@ class RabbitBus(Bus):
         self._schedule_flush()
         return await call.result
 
+    @property
+    def batches_in_flight(self) -> int:
+        """Publish batches sent and waiting for their confirms (at most ``publish_window``)."""
+        return len(self._flushes)
+
     def _schedule_flush(self) -> None:
         if self._pending and not self._flush_scheduled and len(self._flushes) < self.publish_window:
             self._flush_scheduled = True
