@@ -93,6 +93,38 @@ class RateLimit:
     per_chat_interval: float | None = None  # minimum seconds between two messages to one chat
 
 
+class Progress:
+    """Which of one reply's API calls went out, so that trying the reply again repeats none of them.
+
+    Most replies are one call. A reply that needs several (Telegram: a photo, then a text too long for its
+    caption; a text over 4,096 characters in parts) goes through :meth:`run`: a call that succeeded is
+    skipped when the deliverer tries the reply again in place, and every call but the last is recorded
+    (``record``) so that after a redelivery — the process died between two calls — ``check`` finds it.
+    The last call needs no record of its own: the deliverer records the whole reply as sent.
+    """
+
+    def __init__(
+        self,
+        check: Callable[[int], Awaitable[bool]] | None = None,
+        record: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        self.done = 0  # calls that went out, counted from the first
+        self._check, self._record = check, record
+
+    async def run(self, calls: Sequence[Callable[[], Awaitable[object]]]) -> None:
+        last = len(calls) - 1
+        for n, call in enumerate(calls):
+            if n < self.done:
+                continue
+            if n < last and self._check is not None and await self._check(n):
+                self.done = n + 1
+                continue
+            await call()
+            self.done = n + 1
+            if n < last and self._record is not None:
+                await self._record(n)
+
+
 class Channel(ABC):
     name: str
     rate_limit: RateLimit = RateLimit()
@@ -102,8 +134,12 @@ class Channel(ABC):
         return ()
 
     @abstractmethod
-    async def send(self, reply: Reply) -> None:
-        """Deliver one reply; raise :class:`RetryLater` or :class:`Refused` on failure."""
+    async def send(self, reply: Reply, progress: Progress | None = None) -> None:
+        """Deliver one reply; raise :class:`RetryLater` or :class:`Refused` on failure.
+
+        A channel that needs several API calls for one reply makes them through ``progress`` (the
+        deliverer passes the same one to every try of a reply); a one-call channel may ignore it.
+        """
 
     async def start(self) -> None:
         return None

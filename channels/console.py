@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from channels.base import Channel
+from channels.base import Channel, Progress
 from channels.text import button_by_number, numbered_choices
 from gateway.schema import Button, ButtonPress, Reply
 
@@ -27,7 +27,7 @@ class ConsoleChannel(Channel):
         self.write = write
         self.last_buttons: tuple[Button, ...] = ()
 
-    async def send(self, reply: Reply) -> None:
+    async def send(self, reply: Reply, progress: Progress | None = None) -> None:
         self.last_buttons = reply.buttons or self.last_buttons
         self.write(render_text(reply))
 

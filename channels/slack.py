@@ -42,6 +42,7 @@ from channels.base import (
     Channel,
     Endpoint,
     Malformed,
+    Progress,
     RateLimit,
     Refused,
     RetryLater,
@@ -320,7 +321,7 @@ class SlackChannel(Channel):
 
     # Outbound
 
-    async def send(self, reply: Reply) -> None:
+    async def send(self, reply: Reply, progress: Progress | None = None) -> None:
         if not (reply.text or reply.image or reply.buttons):
             return
         try:

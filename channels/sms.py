@@ -40,6 +40,7 @@ from channels.base import (
     Channel,
     Endpoint,
     Malformed,
+    Progress,
     RateLimit,
     Refused,
     RetryLater,
@@ -283,7 +284,7 @@ class SmsChannel(Channel):
 
     # Outbound
 
-    async def send(self, reply: Reply) -> None:
+    async def send(self, reply: Reply, progress: Progress | None = None) -> None:
         body = body_of(reply)
         media = [reply.image.url] if reply.image is not None else None
         if not body and not media:

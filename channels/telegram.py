@@ -24,7 +24,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, Literal
 
 from aiogram import Bot
@@ -67,6 +68,7 @@ from channels.base import (
     Channel,
     Endpoint,
     Malformed,
+    Progress,
     RateLimit,
     Refused,
     RetryLater,
@@ -268,9 +270,9 @@ class TelegramChannel(Channel):
 
     # Outbound
 
-    async def send(self, reply: Reply) -> None:
+    async def send(self, reply: Reply, progress: Progress | None = None) -> None:
         try:
-            await self._send(reply)
+            await (progress or Progress()).run(self._calls(reply))
         except TelegramRetryAfter as exc:
             raise RetryLater(f"telegram flood control: {exc.message}", after=float(exc.retry_after)) from None
         except (TelegramNetworkError, TelegramServerError, RestartingTelegram, ClientDecodeError) as exc:
@@ -289,24 +291,27 @@ class TelegramChannel(Channel):
         except TelegramAPIError as exc:  # an answer the Bot API does not document: try again, bounded
             raise RetryLater(f"telegram: {exc.message}") from None
 
-    async def _send(self, reply: Reply) -> None:
+    def _calls(self, reply: Reply) -> list[Callable[[], Awaitable[object]]]:
+        """The Bot API calls of one reply, in order (more than one for a long text or caption)."""
         markup = keyboard(reply)
         chat: int | str = int(reply.chat) if reply.chat.lstrip("-").isdigit() else reply.chat
         text = reply.text
+        calls: list[Callable[[], Awaitable[object]]] = []
         if reply.image is not None:
             caption = "\n\n".join(part for part in (reply.image.caption, text) if part)
             if len(caption) <= CAPTION_LIMIT:
-                await self.bot.send_photo(chat, reply.image.url, caption=caption or None, reply_markup=markup)
-                return
-            # Too long for one caption: the photo, then the text (a retry of the text repeats the photo).
-            await self.bot.send_photo(
-                chat, reply.image.url, caption=(reply.image.caption or "")[:CAPTION_LIMIT] or None
-            )
+                url = reply.image.url
+                return [partial(self.bot.send_photo, chat, url, caption=caption or None, reply_markup=markup)]
+            # Too long for one caption: the photo, then the text.
+            own_caption = (reply.image.caption or "")[:CAPTION_LIMIT] or None
+            calls.append(partial(self.bot.send_photo, chat, reply.image.url, caption=own_caption))
         if not text and markup is None:
-            return
+            return calls
         parts = _chunks(text or EMPTY_TEXT, TEXT_LIMIT)
         for n, part in enumerate(parts, 1):
-            await self.bot.send_message(chat, part, reply_markup=markup if n == len(parts) else None)
+            last_markup = markup if n == len(parts) else None
+            calls.append(partial(self.bot.send_message, chat, part, reply_markup=last_markup))
+        return calls
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from channels.base import Channel
+from channels.base import Channel, Progress
 from gateway.bus.base import Unavailable
 from gateway.delivery import INSTANCE_META
 from gateway.schema import ButtonPress, Inbound, Reply
@@ -376,7 +376,7 @@ class WebChatChannel(Channel):
             if not connections:
                 del self._sockets[connection.user]
 
-    async def send(self, reply: Reply) -> None:
+    async def send(self, reply: Reply, progress: Progress | None = None) -> None:
         frame = render_reply(reply)
         delivered = False
         for connection in list(self._sockets.get(reply.chat, ())):

@@ -2,8 +2,9 @@
 
 Order per conversation comes from the bus (the outbound topic is partitioned by conversation). A reply
 already sent (its id is recorded after the send) is dropped, so a worker that re-publishes after a crash
-causes no second message. A 429 waits for its Retry-After, a 5xx or network error backs off and tries
-again, a permanent refusal is dead-lettered with its reason.
+causes no second message; a reply that takes several API calls repeats none that went out when it is
+tried again (:class:`~channels.base.Progress`). A 429 waits for its Retry-After, a 5xx or network error
+backs off and tries again, a permanent refusal is dead-lettered with its reason.
 
 A reply whose inbound named a ``serve`` instance (``meta["instance"]``: the web chat, whose browser socket
 only that process holds) comes on that instance's direct destination of the outbound topic instead of the
@@ -16,8 +17,9 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping
+from functools import partial
 
-from channels.base import Channel, RateLimit, Refused, RetryLater
+from channels.base import Channel, Progress, RateLimit, Refused, RetryLater
 from gateway.bus.base import REPLAY_HEADER, Bus, Delivery, Rejected, Subscription, Topic
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
@@ -93,13 +95,18 @@ class Deliverer:
         channel = self.channels.get(reply.channel)
         if channel is None:
             raise Rejected(f"channel {reply.channel!r} is not enabled in this gateway")
-        if self._may_be_sent(delivery) and await self.store.is_seen(SENT_NAMESPACE, reply.id):
+        may_be_sent = self._may_be_sent(delivery)
+        if may_be_sent and await self.store.is_seen(SENT_NAMESPACE, reply.id):
             log.info("reply %s was sent before; dropped", reply.id)
             return
+        progress = Progress(  # for replies that take several API calls: none of them twice
+            check=partial(self._part_sent, reply.id) if may_be_sent else None,
+            record=partial(self._record_part, reply.id),
+        )
         for attempt in range(1, self.max_tries + 1):
             await self.limiters[reply.channel].wait(reply.chat)
             try:
-                await channel.send(reply)
+                await channel.send(reply, progress)
                 break
             except Refused as exc:
                 self.metrics.replies.labels(reply.channel, "failed").inc()
@@ -114,3 +121,9 @@ class Deliverer:
                 await asyncio.sleep(delay)
         self.metrics.replies.labels(reply.channel, "sent").inc()
         await self.store.mark_seen(SENT_NAMESPACE, reply.id, self.dedup_ttl)
+
+    async def _part_sent(self, reply_id: str, call: int) -> bool:
+        return await self.store.is_seen(SENT_NAMESPACE, f"{reply_id}#{call}")
+
+    async def _record_part(self, reply_id: str, call: int) -> None:
+        await self.store.mark_seen(SENT_NAMESPACE, f"{reply_id}#{call}", self.dedup_ttl)

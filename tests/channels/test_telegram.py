@@ -11,6 +11,8 @@ from aiogram.types import BufferedInputFile, Update
 
 from channels.base import Malformed, Refused, RetryLater, Unauthorized, WebhookRequest
 from channels.telegram import CALLBACK_DATA_LIMIT, TelegramChannel, callback_data
+from gateway.bus.base import REPLAY_HEADER, Envelope, Topic
+from gateway.delivery import SENT_NAMESPACE
 from gateway.schema import Button, Image, Reply
 from gateway.store.memory import MemoryStore
 from tests.channels.conftest import (
@@ -323,6 +325,51 @@ async def test_permanent_refusal_is_dead_lettered_with_its_reason(
         letter = await bus.wait_buried()
     assert "bot was blocked by the user" in letter.reason
     assert len(tg.calls_to("sendMessage")) == 1  # not retried
+
+
+async def test_a_failed_later_call_is_tried_again_without_repeating_the_ones_that_went_out(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    bus, store = SpyBus(), MemoryStore()
+    image = Image(url="https://example.com/cat.jpg", caption="A cat")
+    long = reply("t" * 2000, image=image)  # too long for a caption: sendPhoto, then sendMessage
+    tg.fail_next(1, 500, method="sendMessage")
+    async with delivering(bus, store, channel):
+        await publish_reply(bus, long)
+        await tg.wait_for_calls(1, method="sendMessage", ok=True)
+    assert [c.status for c in tg.calls_to("sendPhoto")] == [200]
+    assert [c.status for c in tg.calls_to("sendMessage")] == [500, 200]
+    assert await store.is_seen(SENT_NAMESPACE, f"{long.id}#0")  # the photo's own record, for a redelivery
+    assert bus.buried == []
+
+
+async def test_a_text_in_parts_resumes_at_the_part_that_failed(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    bus, store = SpyBus(), MemoryStore()
+    text = "a" * 4096 + "b" * 4096 + "c" * 10
+    tg.fail_next(1, 502, method="sendMessage", after=1)
+    async with delivering(bus, store, channel):
+        await publish_reply(bus, reply(text))
+        await tg.wait_for_calls(4, method="sendMessage")
+    sent = [(c.status, str(c.params["text"])[0]) for c in tg.calls_to("sendMessage")]
+    assert sent == [(200, "a"), (502, "b"), (200, "b"), (200, "c")]
+
+
+async def test_a_reply_delivered_again_skips_the_calls_recorded_as_sent(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    bus, store = SpyBus(), MemoryStore()
+    image = Image(url="https://example.com/cat.jpg", caption="A cat")
+    long = reply("t" * 2000, image=image)
+    await store.mark_seen(SENT_NAMESPACE, f"{long.id}#0", 60)  # the photo went out, then the process died
+    async with delivering(bus, store, channel):
+        await bus.publish(
+            Topic.OUTBOUND,
+            [Envelope(long.to_json(), long.id, str(long.conversation), headers={REPLAY_HEADER: "1"})],
+        )
+        await tg.wait_for_calls(1, method="sendMessage", ok=True)
+    assert tg.calls_to("sendPhoto") == []
 
 
 def _update(data: dict[str, object]) -> Update:

@@ -38,6 +38,7 @@ class Failure:
     status: int  # 0: drop the connection without answering
     method: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    passes: int = 0  # matching calls let through before this failure applies
 
 
 class FakeApi:
@@ -83,13 +84,18 @@ class FakeApi:
 
     # Failures
 
-    def fail_next(self, n: int = 1, status: int = 500, *, method: str | None = None, **details: Any) -> None:
-        """Answer the next ``n`` calls (of ``method``, if given) with ``status`` and the channel's error body.
+    def fail_next(
+        self, n: int = 1, status: int = 500, *, method: str | None = None, after: int = 0, **details: Any
+    ) -> None:
+        """Answer the next ``n`` calls (of ``method``, if given) with ``status`` and the channel's error body,
+        after letting ``after`` of them through.
 
         Details are channel-specific: Telegram ``description=``, ``retry_after=``; Slack ``error=``,
         ``retry_after=``; Twilio ``code=``, ``message=``, ``retry_after=``.
         """
         self._failures.extend(Failure(status, method, dict(details)) for _ in range(n))
+        if n and after:
+            self._failures[-n].passes = after
 
     def drop_next(self, n: int = 1, *, method: str | None = None) -> None:
         """Close the connection of the next ``n`` calls without answering (a network error)."""
@@ -98,6 +104,9 @@ class FakeApi:
     def take_failure(self, method: str) -> Failure | None:
         for failure in self._failures:
             if failure.method is None or failure.method == method:
+                if failure.passes:
+                    failure.passes -= 1
+                    return None
                 self._failures.remove(failure)
                 return failure
         return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from email.message import EmailMessage
 
-from channels.base import Channel
+from channels.base import Channel, Progress
 from gateway.schema import Button, Reply
 from mailer.transport import MailTransport
 
@@ -21,7 +21,7 @@ class CapturingChannel(Channel):
         self.replies: list[Reply] = []
         self.offered: tuple[Button, ...] = ()
 
-    async def send(self, reply: Reply) -> None:
+    async def send(self, reply: Reply, progress: Progress | None = None) -> None:
         self.replies.append(reply)
         if reply.buttons:
             self.offered = reply.buttons
