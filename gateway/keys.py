@@ -41,3 +41,7 @@ class KeyBuilder:
     def seen(self, namespace: str, item: str) -> str:
         """A duplicate-drop marker (a channel message id, a sent reply or email id); expires."""
         return f"{self.prefix}:seen:{escape(namespace)}:{escape(item)}"
+
+    def lease(self, namespace: str, item: str) -> str:
+        """Who holds the right to work on an item now (its value is the holder); expires."""
+        return f"{self.prefix}:lease:{escape(namespace)}:{escape(item)}"

@@ -11,8 +11,14 @@ waiting for its next try holds only its own concurrency slot, so other jobs keep
 reply as the reason (``gateway mailer dead`` shows it, ``gateway mailer replay`` retries it).
 
 Two copies of one job handled at the same moment in this process are sent once: the second waits for
-the first and then finds it recorded. A send that succeeded but could not be recorded (the store was
-away) is remembered here, so the bus's retry records it instead of sending again.
+the first and then finds it recorded. Across processes (a worker re-published a job whose first copy
+was still queued, and two mailers took one each) a lease in the store does the same: only the mailer
+holding the job's lease looks for the record and sends; the other copy is retried in place by the bus
+until the holder has recorded the job (then it is dropped as a duplicate) or its lease has run out (its
+holder died before sending; then this copy goes ahead). The holder extends the lease before each wait
+and each try, and drops its copy if it finds the job sent by a mailer that took over meanwhile. A send
+that succeeded but could not be recorded (the store was away) is remembered here, so the bus's retry
+records it instead of sending again.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import socket
+import uuid
 from email.message import EmailMessage
 from typing import NoReturn
 
@@ -34,6 +43,7 @@ from mailer.transport import MailTransport, PermanentMailError, TemporaryMailErr
 log = logging.getLogger(__name__)
 
 SEEN_NAMESPACE = "email"
+LEASE_NAMESPACE = "email-sending"
 
 
 class Mailer:
@@ -56,6 +66,7 @@ class Mailer:
         retry_base: float = 1.0,
         retry_max: float = 300.0,
         max_tries: int = 8,
+        lease_ttl: float = 120.0,
     ) -> None:
         parse_sender(mail_from)  # a bad GATEWAY_MAIL_FROM fails here, at start, not once per job
         if max_tries < 1:
@@ -69,6 +80,7 @@ class Mailer:
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.max_tries = max_tries
+        self.lease_ttl = lease_ttl
         self._faults = FaultPoints()
         self.counters: dict[str, int] = {"sent": 0, "retried": 0, "failed": 0, "duplicate": 0}
         self.handled = 0
@@ -76,6 +88,7 @@ class Mailer:
         self._subscription: Subscription | None = None
         self._in_flight: dict[str, asyncio.Event] = {}
         self._sent_unrecorded: set[str] = set()
+        self.holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"  # names its leases
         self._stopping = asyncio.Event()
 
     async def start(self, concurrency: int = 8) -> None:
@@ -131,17 +144,22 @@ class Mailer:
             if job.id in self._sent_unrecorded:
                 await self._record(job)
                 return
-            if await self.store.is_seen(SEEN_NAMESPACE, job.id):
-                self.counters["duplicate"] += 1
-                log.info("email %s was sent already; dropped", job.id)
+            if not await self.store.lease(LEASE_NAMESPACE, job.id, self.holder, self.lease_ttl):
+                raise Unavailable(f"email {job.id} is being sent by another mailer; waiting for its record")
+            if await self._sent_by_another(job):
                 return
         except StoreUnavailable as exc:
             raise Unavailable(f"store unavailable: {exc}") from exc
         try:
-            message = build_message(job, self.mail_from, max_recipients=self.max_recipients)
-        except PermanentMailError as exc:
-            self._fail(job, str(exc))
-        await self._send_with_retries(job, message)
+            try:
+                message = build_message(job, self.mail_from, max_recipients=self.max_recipients)
+            except PermanentMailError as exc:
+                self._fail(job, str(exc))
+            if not await self._send_with_retries(job, message):
+                return
+        except BaseException:
+            await self._release(job)  # nothing went out: another copy may go ahead
+            raise
         self.counters["sent"] += 1
         log.info("email %s sent (%s)", job.id, message.get("Message-ID"))
         self._sent_unrecorded.add(job.id)
@@ -151,15 +169,45 @@ class Mailer:
             raise Unavailable(f"email {job.id} sent but not recorded, the store is away: {exc}") from exc
         self._faults.reach("after_record", job.id)
 
+    async def _sent_by_another(self, job: EmailJob) -> bool:
+        """Under the lease: was the job recorded as sent (by a copy handled before)? Then drop this one."""
+        if not await self.store.is_seen(SEEN_NAMESPACE, job.id):
+            return False
+        await self._release(job)
+        self.counters["duplicate"] += 1
+        log.info("email %s was sent already; dropped", job.id)
+        return True
+
     async def _record(self, job: EmailJob) -> None:
+        """Record the job as sent, then free its lease: whoever takes the lease next finds the record."""
         await self.store.mark_seen(SEEN_NAMESPACE, job.id, self.dedup_ttl)
         self._sent_unrecorded.discard(job.id)
+        await self._release(job)
 
-    async def _send_with_retries(self, job: EmailJob, message: EmailMessage) -> None:
+    async def _release(self, job: EmailJob) -> None:
+        """Free the lease now; if the store is away it runs out by itself after ``lease_ttl``."""
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.release(LEASE_NAMESPACE, job.id, self.holder)
+
+    async def _keep_lease(self, job: EmailJob, seconds: float) -> bool:
+        """Extend the lease to ``seconds`` from now; False if the job was sent meanwhile by the mailer that
+        took the lease over while this one waited (then this copy is dropped). Unavailable if another
+        mailer holds it now, or the store is away: the bus retries this copy later."""
+        try:
+            if not await self.store.lease(LEASE_NAMESPACE, job.id, self.holder, seconds):
+                raise Unavailable(f"email {job.id}: another mailer took it over while this one waited")
+            return not await self._sent_by_another(job)
+        except StoreUnavailable as exc:
+            raise Unavailable(f"store unavailable: {exc}") from exc
+
+    async def _send_with_retries(self, job: EmailJob, message: EmailMessage) -> bool:
+        """Send, retrying temporary failures; True once sent, False if another mailer sent it meanwhile."""
         for tries in range(1, self.max_tries + 1):
+            if tries > 1 and not await self._keep_lease(job, self.lease_ttl):
+                return False
             try:
                 await self.transport.send(message)
-                return
+                return True
             except PermanentMailError as exc:
                 self._fail(job, str(exc))
             except TemporaryMailError as exc:
@@ -167,11 +215,14 @@ class Mailer:
                     self._fail(job, f"gave up after {tries} tries: {exc}")
                 delay = self.backoff(tries)
                 log.warning("email %s: try %d failed (%s); next in %.2fs", job.id, tries, exc, delay)
+                if not await self._keep_lease(job, delay + self.lease_ttl):
+                    return False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 if self._stopping.is_set():
                     raise Unavailable(f"mailer stopping; email {job.id} goes back to the queue") from exc
                 self.counters["retried"] += 1
+        raise AssertionError("unreachable: the last try returns or fails")
 
     def backoff(self, tries: int) -> float:
         """Full jitter: uniform in [0, min(retry_max, retry_base * 2 ** (tries - 1))]."""

@@ -59,6 +59,8 @@ def test_seen_markers_are_distinct_per_namespace_and_item(
 ) -> None:
     same = (namespace, item) == (other_namespace, other_item)
     assert (KEYS.seen(namespace, item) == KEYS.seen(other_namespace, other_item)) == same
+    assert (KEYS.lease(namespace, item) == KEYS.lease(other_namespace, other_item)) == same
+    assert KEYS.lease(namespace, item) != KEYS.seen(other_namespace, other_item)
 
 
 def test_separators_in_ids_are_escaped() -> None:

@@ -10,7 +10,7 @@ id). A message redelivered after a crash finds its commit in ``load`` and re-pub
 outputs instead of running the story again.
 
 Everything but user attributes expires: sessions after their idle TTL, processed-message records after
-``processed_ttl``, duplicate markers after the TTL they were set with.
+``processed_ttl``, duplicate markers and leases after the TTL they were set with.
 """
 
 from __future__ import annotations
@@ -79,6 +79,19 @@ class Store(ABC):
     @abstractmethod
     async def forget_seen(self, namespace: str, item: str) -> None:
         """Remove a marker (an SMS opt-out after START); nothing happens when there is none."""
+
+    @abstractmethod
+    async def lease(self, namespace: str, item: str, holder: str, ttl: float) -> bool:
+        """Take the lease on ``item`` for ``holder``, or extend it when ``holder`` has it, for ``ttl``
+        seconds; False (and nothing changed) while another holder's lease runs.
+
+        For work that competing processes may each hold a copy of (an email job re-published after a
+        crash): only the holder goes ahead, and a holder that died frees the item when its lease ends.
+        """
+
+    @abstractmethod
+    async def release(self, namespace: str, item: str, holder: str) -> None:
+        """End ``holder``'s lease on ``item``; a lease someone else has taken meanwhile stays theirs."""
 
     @abstractmethod
     async def ping(self) -> bool:

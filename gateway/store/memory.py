@@ -70,6 +70,7 @@ class MemoryStore(Store):
         # (channel, user, message id): the same scope as KeyBuilder.processed
         self._processed: _ExpiringMap[tuple[str, str, str], tuple[bytes, ...]] = _ExpiringMap()
         self._seen: _ExpiringMap[tuple[str, str], None] = _ExpiringMap()  # (namespace, item)
+        self._leases: _ExpiringMap[tuple[str, str], str] = _ExpiringMap()  # (namespace, item) -> holder
 
     async def load(self, key: ConversationKey, message_id: str) -> Snapshot:
         now = self._purge()
@@ -120,6 +121,19 @@ class MemoryStore(Store):
         self._purge()
         self._seen.pop((namespace, item))
 
+    async def lease(self, namespace: str, item: str, holder: str, ttl: float) -> bool:
+        now = self._purge()
+        current = self._leases.get((namespace, item), now)
+        if current is not None and current != holder:
+            return False
+        self._leases.put((namespace, item), holder, now + ttl)
+        return True
+
+    async def release(self, namespace: str, item: str, holder: str) -> None:
+        now = self._purge()
+        if self._leases.get((namespace, item), now) == holder:
+            self._leases.pop((namespace, item))
+
     async def ping(self) -> bool:
         return True
 
@@ -128,7 +142,13 @@ class MemoryStore(Store):
 
     def entry_count(self) -> int:
         """Entries held (sessions, users, processed records, markers): lets tests watch memory."""
-        return len(self._sessions) + len(self._users) + len(self._processed) + len(self._seen)
+        return (
+            len(self._sessions)
+            + len(self._users)
+            + len(self._processed)
+            + len(self._seen)
+            + len(self._leases)
+        )
 
     def _purge(self) -> float:
         """Drop every entry whose deadline has passed; returns the current time."""
@@ -136,4 +156,5 @@ class MemoryStore(Store):
         self._sessions.purge(now)
         self._processed.purge(now)
         self._seen.purge(now)
+        self._leases.purge(now)
         return now

@@ -97,6 +97,25 @@ return 1
 """
 
 
+# KEYS: lease. ARGV: holder, ttl ms. Takes a free lease or extends the holder's own; 0 when another holds it.
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: lease. ARGV: holder. Deletes the lease only while it is still the holder's.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
 def _unavailable(exc: BaseException) -> StoreUnavailable:
     error = StoreUnavailable(f"redis: {type(exc).__name__}: {exc}")
     error.__cause__ = exc
@@ -350,6 +369,8 @@ class RedisStore(Store):
         self.processed_ttl = processed_ttl
         self._load = LuaScript.of(_LOAD)
         self._commit = LuaScript.of(_COMMIT)
+        self._lease = LuaScript.of(_LEASE)
+        self._release = LuaScript.of(_RELEASE)
         self._pipeline = AutoPipeline(self._client.connection_pool, max_batch=32)
 
     @classmethod
@@ -440,6 +461,15 @@ class RedisStore(Store):
 
     async def forget_seen(self, namespace: str, item: str) -> None:
         await self._pipeline.execute("DEL", self.keys.seen(namespace, item))
+
+    async def lease(self, namespace: str, item: str, holder: str, ttl: float) -> bool:
+        taken = await self._script(
+            self._lease, (self.keys.lease(namespace, item),), (holder, _milliseconds(ttl))
+        )
+        return bool(taken)
+
+    async def release(self, namespace: str, item: str, holder: str) -> None:
+        await self._script(self._release, (self.keys.lease(namespace, item),), (holder,))
 
     async def ping(self) -> bool:
         try:

@@ -351,3 +351,36 @@ async def test_forget_seen_removes_a_marker(store: Store) -> None:
     assert not await store.is_seen("optout", "+15550001111")
     assert await store.mark_seen("optout", "+15550001111", 3600), "a forgotten marker can be set again"
     await store.forget_seen("optout", "never-set")  # no error
+
+
+async def test_a_lease_has_one_holder_at_a_time(store: Store) -> None:
+    assert await store.lease("email", "m1/e0", "mailer-a", 60) is True
+    assert await store.lease("email", "m1/e0", "mailer-b", 60) is False
+    assert await store.lease("email", "m1/e0", "mailer-a", 60) is True, "the holder extends its own lease"
+    assert await store.lease("email", "m2/e0", "mailer-b", 60) is True, "items are apart"
+    assert await store.lease("other", "m1/e0", "mailer-b", 60) is True, "namespaces are apart"
+    await store.release("email", "m1/e0", "mailer-b")  # not the holder: nothing happens
+    assert await store.lease("email", "m1/e0", "mailer-b", 60) is False
+    await store.release("email", "m1/e0", "mailer-a")
+    assert await store.lease("email", "m1/e0", "mailer-b", 60) is True
+    await store.release("email", "never-leased", "mailer-a")  # no error
+
+
+async def test_concurrent_takers_of_one_lease_have_one_winner(store: Store) -> None:
+    results = await asyncio.gather(*(store.lease("email", "m1/e0", f"mailer-{n}", 60) for n in range(40)))
+    assert results.count(True) == 1
+
+
+async def test_a_lease_ends_after_its_ttl_and_a_late_release_frees_nothing(
+    harness: Harness, store: Store
+) -> None:
+    assert await store.lease("email", "m1/e0", "mailer-a", harness.short_ttl)
+    await harness.before_expiry()
+    assert await store.lease("email", "m1/e0", "mailer-b", harness.short_ttl) is False
+
+    async def free() -> bool:
+        return await store.lease("email", "m1/e0", "mailer-b", 600)
+
+    await harness.until_expired(free)  # mailer-a died: mailer-b takes over once the lease has run out
+    await store.release("email", "m1/e0", "mailer-a")  # mailer-a was only slow: its release is too late
+    assert await store.lease("email", "m1/e0", "mailer-a", 600) is False, "mailer-b's lease stays"

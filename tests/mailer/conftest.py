@@ -53,6 +53,7 @@ class Recorder:
     ``rcpt_replies`` / ``data_replies``: replies for the next RCPT / DATA commands, one each, in order;
     ``rcpt_rules``: address -> reply for every RCPT of that address; ``drop_data``: how many DATA
     commands to cut off after their first line; ``hang_data``: make every DATA wait forever;
+    ``hold_data``: make every DATA wait until that event is set;
     ``hang_up_after_data``: close the connection, unannounced, right after accepting a message.
     """
 
@@ -62,6 +63,7 @@ class Recorder:
     rcpt_rules: dict[str, list[str]] = field(default_factory=dict)
     drop_data: int = 0
     hang_data: bool = False
+    hold_data: threading.Event | None = None  # every DATA waits until this is set
     hang_up_after_data: bool = False
     quits: int = 0
     data_commands: int = 0
@@ -91,6 +93,8 @@ class Recorder:
         self.data_seen.set()
         if self.hang_data:
             await asyncio.sleep(3600)
+        if self.hold_data is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.hold_data.wait)
         if reply is not None:
             return reply
         assert isinstance(envelope.content, bytes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -84,6 +85,55 @@ async def test_the_same_job_published_twice_is_sent_once(smtp_server: ServerFact
     assert mailer.counters["sent"] == 1
     assert mailer.counters["duplicate"] == 2
     assert await bus.dead_letters(Topic.EMAIL) == []
+
+
+async def test_two_mailers_each_holding_a_copy_of_one_job_send_it_once(
+    smtp_server: ServerFactory, redis_url: str, redis_prefix: str
+) -> None:
+    """A worker re-published a job while its first copy was queued, and two mailer processes took one copy
+    each: the one holding the lease sends, the other waits for its record and drops its copy."""
+    server = smtp_server()
+    server.recorder.hold_data = held = threading.Event()
+    first_store = RedisStore.from_url(redis_url, prefix=redis_prefix)  # one Redis, a client per process
+    second_store = RedisStore.from_url(redis_url, prefix=redis_prefix)
+    try:
+        async with (
+            running(SmtpTransport(server.settings()), first_store) as (first, first_bus),
+            running(SmtpTransport(server.settings()), second_store) as (second, second_bus),
+        ):
+            await first_bus.publish(Topic.EMAIL, [email("web:1/e0")])
+            await asyncio.get_running_loop().run_in_executor(None, server.recorder.data_seen.wait, 10)
+            await second_bus.publish(Topic.EMAIL, [email("web:1/e0")])  # while the first is inside DATA
+            await settle(second, 1)  # its first try found the lease taken
+            assert second.counters["sent"] == 0
+            held.set()
+            await settle(first, 1)
+            await settle(second, 2)  # a retry in place found the job recorded
+        assert subjects(server) == ["web:1/e0"]
+        assert server.recorder.data_commands == 1
+        assert (first.counters["sent"], second.counters["duplicate"]) == (1, 1)
+        assert await first_store.lease("email-sending", "web:1/e0", "someone", 60), "the lease was released"
+    finally:
+        held.set()
+        await first_store.close()
+        await second_store.close()
+
+
+async def test_a_job_whose_lease_holder_died_is_sent_when_the_lease_runs_out(
+    smtp_server: ServerFactory,
+) -> None:
+    """A mailer took the lease and died before sending: its copy comes back to another mailer, which
+    waits for the lease to run out and then sends."""
+    server = smtp_server()
+    store = MemoryStore()
+    assert await store.lease("email-sending", "web:1/e0", "a mailer that died", 0.3)
+    async with running(SmtpTransport(server.settings()), store) as (mailer, bus):
+        await bus.publish(Topic.EMAIL, [email("web:1/e0")])
+        await settle(mailer, 2)  # at least one try found the lease taken, one sent
+        while mailer.counters["sent"] == 0:
+            await settle(mailer, mailer.handled + 1)
+    assert subjects(server) == ["web:1/e0"]
+    assert await store.is_seen("email", "web:1/e0")
 
 
 async def test_temporary_failures_then_success_send_once(smtp_server: ServerFactory) -> None:
