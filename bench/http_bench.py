@@ -5,7 +5,13 @@ bench/naive_bot.py (one process, state in a dict, replies sent inline, nothing d
 load generator in this process, which also plays Telegram's Bot API:
 
 * closed loop: U users chat at once, each sending its next message when the bot's reply has arrived;
-* open loop: messages offered at a fixed rate, latency from webhook to reply at the Bot API.
+* open loop: messages offered at a fixed rate, latency from webhook to reply at the Bot API, after a
+  pause that lets the machine settle from the closed loop.
+
+Beside the gateway's open loop it measures the floor its latency stands on, in the same run: one
+persistent, confirmed publish at the same rate to a durable queue with a consumer (how long until the
+consumer has it, and until the confirm, which waits for the broker's fsync). A chat message crosses
+RabbitMQ twice, so the gateway's p99 can be read against twice that floor's.
 
 Only same-run ratios mean anything on a shared machine.
 
@@ -27,6 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiohttp
 from aiohttp import web
 
@@ -37,6 +44,7 @@ from bench.common import CpuMeter, delete_keys, free_port, percentile, pids_of, 
 from tests.fakes import FakeTelegram, telegram_text_update, telegram_update_request  # noqa: E402
 
 SECRET = "bench-secret"
+SETTLE = 2.0  # seconds of quiet between the closed and the open loop
 STORY = """\
 bot:
   fallback: echo
@@ -126,6 +134,44 @@ def report(name: str, result: tuple[int, float, list[float]]) -> float:
     return rate
 
 
+async def durable_hop(amqp_url: str, rate: float, seconds: float) -> None:
+    """The RabbitMQ floor: persistent publishes with confirms at ``rate``, consumed and acknowledged."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        publisher = await connection.channel(publisher_confirms=True)
+        consumer = await connection.channel()
+        await consumer.set_qos(prefetch_count=64)
+        queue = await consumer.declare_queue(f"floor-{uuid.uuid4().hex[:6]}", durable=True, auto_delete=True)
+        sent: dict[str, float] = {}
+        delivered: list[float] = []
+        confirmed: list[float] = []
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            delivered.append(time.perf_counter() - sent[message.message_id or ""])
+            await message.ack()
+
+        async def publish(number: int) -> None:
+            began = sent[str(number)] = time.perf_counter()
+            message = aio_pika.Message(b"x" * 300, message_id=str(number), delivery_mode=2)
+            await publisher.default_exchange.publish(message, routing_key=queue.name)
+            confirmed.append(time.perf_counter() - began)
+
+        await queue.consume(on_message)
+        count, tasks, started = int(rate * seconds), [], time.perf_counter()
+        for i in range(count):
+            await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(publish(i)))
+        await asyncio.gather(*tasks)
+        name = f"RabbitMQ floor: one durable hop at {rate:.0f} msg/s"
+        figures = [
+            f"{what} p50 {percentile(values, 0.5):6.2f} ms p99 {percentile(values, 0.99):6.2f} ms"
+            for what, values in (("delivered", delivered), ("confirmed", confirmed))
+        ]
+        print(f"{name:<44}   " + "   ".join(figures), flush=True)
+    finally:
+        await connection.close()
+
+
 async def wait_ready(url: str, timeout: float = 60.0) -> None:
     async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
         while True:
@@ -139,7 +185,12 @@ async def wait_ready(url: str, timeout: float = 60.0) -> None:
 
 
 async def measure(
-    api: BotApi, address: str, args: argparse.Namespace, name: str, processes: dict[str, list[int]]
+    api: BotApi,
+    address: str,
+    args: argparse.Namespace,
+    name: str,
+    processes: dict[str, list[int]],
+    amqp_url: str | None = None,
 ) -> float:
     connector = aiohttp.TCPConnector(limit=args.users + 50)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -150,8 +201,13 @@ async def measure(
             chatting = await load.closed_loop(args.users, args.seconds)
         rate = report(f"{name}: {args.users} users chatting", chatting)
         print(cpu.line(), flush=True)
-        offered = await load.open_loop(args.users, args.rate, args.seconds)
+        await asyncio.sleep(SETTLE)  # what the closed loop left behind (GC, the broker's disk) settles
+        if amqp_url is not None:
+            await durable_hop(amqp_url, args.rate, args.seconds)
+        with CpuMeter(groups) as cpu:
+            offered = await load.open_loop(args.users, args.rate, args.seconds)
         report(f"{name}: offered {args.rate:.0f} msg/s", offered)
+        print(cpu.line(), flush=True)
     return rate
 
 
@@ -203,7 +259,7 @@ async def gateway(api: BotApi, stories: Path, args: argparse.Namespace, vhost: s
             "redis": pids_of("redis-server"),
         }
         name = "gateway (serve + 2 workers + mailer)"
-        return await measure(api, f"http://127.0.0.1:{port}", args, name, groups)
+        return await measure(api, f"http://127.0.0.1:{port}", args, name, groups, env["GATEWAY_AMQP_URL"])
     finally:
         for process in processes:
             process.terminate()
