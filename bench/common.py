@@ -8,11 +8,13 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import aio_pika
 import redis.asyncio as aioredis
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 
 def free_port() -> int:
@@ -101,3 +103,25 @@ class CpuMeter:
     def line(self) -> str:
         parts = [f"{name} {cores:.2f}" for name, cores in self.cores.items()]
         return f"    cores used: {', '.join(parts)} (total {sum(self.cores.values()):.2f})"
+
+
+@asynccontextmanager
+async def probe_queue(
+    amqp_url: str, on_message: Callable[[AbstractIncomingMessage], Awaitable[None]]
+) -> AsyncIterator[tuple[AbstractChannel, AbstractQueue]]:
+    """A durable queue of its own with ``on_message`` consuming it, and a confirming channel to publish on:
+    plain aio-pika, for the floors the gateway's figures are read against. Deleted afterwards."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        publisher = await connection.channel(publisher_confirms=True)
+        consumer = await connection.channel()
+        await consumer.set_qos(prefetch_count=64)
+        queue = await consumer.declare_queue(f"probe-{uuid.uuid4().hex[:8]}", durable=True)
+        tag = await queue.consume(on_message)
+        try:
+            yield publisher, queue
+        finally:
+            await queue.cancel(tag)
+            await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await connection.close()

@@ -35,12 +35,21 @@ from typing import Any
 
 import aio_pika
 import aiohttp
+from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import CpuMeter, delete_keys, free_port, percentile, pids_of, rabbit_vhost  # noqa: E402
+from bench.common import (  # noqa: E402
+    CpuMeter,
+    delete_keys,
+    free_port,
+    percentile,
+    pids_of,
+    probe_queue,
+    rabbit_vhost,
+)
 from tests.fakes import FakeTelegram, telegram_text_update, telegram_update_request  # noqa: E402
 
 SECRET = "bench-secret"
@@ -136,19 +145,15 @@ def report(name: str, result: tuple[int, float, list[float]]) -> float:
 
 async def durable_hop(amqp_url: str, rate: float, seconds: float) -> None:
     """The RabbitMQ floor: persistent publishes with confirms at ``rate``, consumed and acknowledged."""
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        publisher = await connection.channel(publisher_confirms=True)
-        consumer = await connection.channel()
-        await consumer.set_qos(prefetch_count=64)
-        queue = await consumer.declare_queue(f"floor-{uuid.uuid4().hex[:6]}", durable=True, auto_delete=True)
-        sent: dict[str, float] = {}
-        delivered: list[float] = []
-        confirmed: list[float] = []
+    sent: dict[str, float] = {}
+    delivered: list[float] = []
+    confirmed: list[float] = []
 
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            delivered.append(time.perf_counter() - sent[message.message_id or ""])
-            await message.ack()
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        delivered.append(time.perf_counter() - sent[message.message_id or ""])
+        await message.ack()
+
+    async with probe_queue(amqp_url, on_message) as (publisher, queue):
 
         async def publish(number: int) -> None:
             began = sent[str(number)] = time.perf_counter()
@@ -156,20 +161,17 @@ async def durable_hop(amqp_url: str, rate: float, seconds: float) -> None:
             await publisher.default_exchange.publish(message, routing_key=queue.name)
             confirmed.append(time.perf_counter() - began)
 
-        await queue.consume(on_message)
         count, tasks, started = int(rate * seconds), [], time.perf_counter()
         for i in range(count):
             await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
             tasks.append(asyncio.create_task(publish(i)))
         await asyncio.gather(*tasks)
-        name = f"RabbitMQ floor: one durable hop at {rate:.0f} msg/s"
-        figures = [
-            f"{what} p50 {percentile(values, 0.5):6.2f} ms p99 {percentile(values, 0.99):6.2f} ms"
-            for what, values in (("delivered", delivered), ("confirmed", confirmed))
-        ]
-        print(f"{name:<44}   " + "   ".join(figures), flush=True)
-    finally:
-        await connection.close()
+    name = f"RabbitMQ floor: one durable hop at {rate:.0f} msg/s"
+    figures = [
+        f"{what} p50 {percentile(values, 0.5):6.2f} ms p99 {percentile(values, 0.99):6.2f} ms"
+        for what, values in (("delivered", delivered), ("confirmed", confirmed))
+    ]
+    print(f"{name:<44}   " + "   ".join(figures), flush=True)
 
 
 async def wait_ready(url: str, timeout: float = 60.0) -> None:

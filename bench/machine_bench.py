@@ -21,14 +21,14 @@ import resource
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import percentile
+from bench.common import percentile, probe_queue
 
 
 def cpu_seconds() -> float:
@@ -69,23 +69,17 @@ def work_after(pause: float, rounds: int = 300) -> float:
 
 async def amqp_cpu_per_message(url: str, count: int, interval: float) -> float:
     """CPU seconds this process spends per message: publish with confirm, consume, ack."""
-    connection = await aio_pika.connect(url)
-    try:
-        publisher = await connection.channel(publisher_confirms=True)
-        consumer = await connection.channel()
-        await consumer.set_qos(prefetch_count=64)
-        queue = await consumer.declare_queue(f"machine-{uuid.uuid4().hex[:6]}", durable=True)
-        received = 0
-        all_in = asyncio.Event()
+    received = 0
+    all_in = asyncio.Event()
 
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal received
-            await message.ack()
-            received += 1
-            if received == count:
-                all_in.set()
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        nonlocal received
+        await message.ack()
+        received += 1
+        if received == count:
+            all_in.set()
 
-        tag = await queue.consume(on_message)
+    async with probe_queue(url, on_message) as (publisher, queue):
         began = cpu_seconds()
         for _ in range(count):
             body = aio_pika.Message(b"x" * 300, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
@@ -93,12 +87,7 @@ async def amqp_cpu_per_message(url: str, count: int, interval: float) -> float:
             if interval:
                 await asyncio.sleep(interval)
         await asyncio.wait_for(all_in.wait(), 60)
-        spent = cpu_seconds() - began
-        await queue.cancel(tag)
-        await queue.delete(if_unused=False, if_empty=False)
-        return spent / count
-    finally:
-        await connection.close()
+        return (cpu_seconds() - began) / count
 
 
 async def main() -> None:
