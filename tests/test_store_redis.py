@@ -91,6 +91,7 @@ async def test_every_key_expires_but_the_users_attributes(redis_url: str, redis_
         assert await store.commit(KEY, Commit("m2", SESSION, {"lang": "en"}, [])) is True
         assert await store.commit(KEY, Commit("m3", None, {"lang": None}, [b"bye"])) is True  # the end
         assert await store.mark_seen("inbound", "telegram:update:7", 600.0) is True
+        assert await store.lease("email-sending", "m1/e0", "mailer-a", 120.0) is True  # its holder died
         ttls: dict[str, int] = {}
         async for name in store.client.scan_iter(match=f"{redis_prefix}:*"):
             ttls[name.decode()] = await store.client.pttl(name)
@@ -102,6 +103,7 @@ async def test_every_key_expires_but_the_users_attributes(redis_url: str, redis_
         keys.processed(KEY, "m2"),
         keys.processed(KEY, "m3"),
         keys.seen("inbound", "telegram:update:7"),
+        keys.lease("email-sending", "m1/e0"),
     }
     assert ttls.pop(keys.user(KEY.channel, KEY.user)) == -1  # no expiry
     assert all(0 < ttl <= 86400_000 for ttl in ttls.values()), ttls
