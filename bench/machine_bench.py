@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -28,12 +27,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import percentile, probe_queue
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+from bench.common import cpu_seconds, percentile, probe_queue
 
 
 def fsync_latency(seconds: float = 3.0) -> list[float]:
@@ -80,14 +74,14 @@ async def amqp_cpu_per_message(url: str, count: int, interval: float) -> float:
             all_in.set()
 
     async with probe_queue(url, on_message) as (publisher, queue):
-        began = cpu_seconds()
+        began = cpu_seconds(os.getpid())
         for _ in range(count):
             body = aio_pika.Message(b"x" * 300, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
             await publisher.default_exchange.publish(body, routing_key=queue.name)
             if interval:
                 await asyncio.sleep(interval)
         await asyncio.wait_for(all_in.wait(), 60)
-        return (cpu_seconds() - began) / count
+        return (cpu_seconds(os.getpid()) - began) / count
 
 
 async def main() -> None:

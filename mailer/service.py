@@ -15,8 +15,9 @@ the first and then finds it recorded. Across processes (a worker re-published a 
 was still queued, and two mailers took one each) a lease in the store does the same: only the mailer
 holding the job's lease looks for the record and sends; the other copy is retried in place by the bus
 until the holder has recorded the job (then it is dropped as a duplicate) or its lease has run out (its
-holder died before sending; then this copy goes ahead). The holder extends the lease before each wait
-and each try, and drops its copy if it finds the job sent by a mailer that took over meanwhile. A send
+holder died before sending; then this copy goes ahead). Before waiting to retry, the holder extends the
+lease over the wait and the next try, and drops its copy if it finds the job sent by a mailer that took
+over meanwhile. A send
 that succeeded but could not be recorded (the store was away) is remembered here, so the bus's retry
 records it instead of sending again.
 """
@@ -144,12 +145,10 @@ class Mailer:
             if job.id in self._sent_unrecorded:
                 await self._record(job)
                 return
-            if not await self.store.lease(LEASE_NAMESPACE, job.id, self.holder, self.lease_ttl):
-                raise Unavailable(f"email {job.id} is being sent by another mailer; waiting for its record")
-            if await self._sent_by_another(job):
-                return
         except StoreUnavailable as exc:
             raise Unavailable(f"store unavailable: {exc}") from exc
+        if not await self._keep_lease(job, self.lease_ttl):
+            return
         try:
             try:
                 message = build_message(job, self.mail_from, max_recipients=self.max_recipients)
@@ -190,12 +189,13 @@ class Mailer:
             await self.store.release(LEASE_NAMESPACE, job.id, self.holder)
 
     async def _keep_lease(self, job: EmailJob, seconds: float) -> bool:
-        """Extend the lease to ``seconds`` from now; False if the job was sent meanwhile by the mailer that
-        took the lease over while this one waited (then this copy is dropped). Unavailable if another
-        mailer holds it now, or the store is away: the bus retries this copy later."""
+        """Take or extend the lease for ``seconds`` from now; False if the job is recorded as sent (by a copy
+        handled before, or by a mailer that took the lease over while this one waited): this copy is then
+        dropped. Unavailable if another mailer holds the lease, or the store is away: the bus retries this
+        copy later."""
         try:
             if not await self.store.lease(LEASE_NAMESPACE, job.id, self.holder, seconds):
-                raise Unavailable(f"email {job.id}: another mailer took it over while this one waited")
+                raise Unavailable(f"email {job.id} is being sent by another mailer; waiting for its record")
             return not await self._sent_by_another(job)
         except StoreUnavailable as exc:
             raise Unavailable(f"store unavailable: {exc}") from exc
@@ -203,8 +203,6 @@ class Mailer:
     async def _send_with_retries(self, job: EmailJob, message: EmailMessage) -> bool:
         """Send, retrying temporary failures; True once sent, False if another mailer sent it meanwhile."""
         for tries in range(1, self.max_tries + 1):
-            if tries > 1 and not await self._keep_lease(job, self.lease_ttl):
-                return False
             try:
                 await self.transport.send(message)
                 return True
@@ -215,6 +213,7 @@ class Mailer:
                     self._fail(job, f"gave up after {tries} tries: {exc}")
                 delay = self.backoff(tries)
                 log.warning("email %s: try %d failed (%s); next in %.2fs", job.id, tries, exc, delay)
+                # held through the wait and the next try: no other mailer can send it meanwhile
                 if not await self._keep_lease(job, delay + self.lease_ttl):
                     return False
                 with contextlib.suppress(TimeoutError):
