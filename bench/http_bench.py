@@ -13,9 +13,11 @@ persistent, confirmed publish at the same rate to a durable queue with a consume
 consumer has it, and until the confirm, which waits for the broker's fsync). A chat message crosses
 RabbitMQ twice, so the gateway's p99 can be read against twice that floor's.
 
-Only same-run ratios mean anything on a shared machine.
+Only same-run ratios mean anything on a shared machine. ``--contend N`` keeps N busy-looping processes
+running through every open loop, to see what the latency does on a day when the machine has less to give
+(another tenant, steal time).
 
-    .venv/bin/python bench/http_bench.py [--users 200] [--seconds 8] [--rate 250]
+    .venv/bin/python bench/http_bench.py [--users 200] [--seconds 8] [--rate 250] [--contend 1]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import shutil
 import subprocess
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +178,19 @@ async def durable_hop(amqp_url: str, rate: float, seconds: float) -> None:
     print(f"{name:<44}   " + "   ".join(figures), flush=True)
 
 
+@contextlib.contextmanager
+def busy_cores(count: int) -> Iterator[None]:
+    """``count`` processes spinning on a core each, for as long as the block runs."""
+    spin = "while True: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
 async def wait_ready(url: str, timeout: float = 60.0) -> None:
     async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
         while True:
@@ -205,10 +222,12 @@ async def measure(
         print(cpu.line(), flush=True)
         await asyncio.sleep(SETTLE)  # what the closed loop left behind (GC, the broker's disk) settles
         if amqp_url is not None:
-            await durable_hop(amqp_url, args.rate, args.seconds)
-        with CpuMeter(groups) as cpu:
+            with busy_cores(args.contend):
+                await durable_hop(amqp_url, args.rate, args.seconds)
+        with busy_cores(args.contend), CpuMeter(groups) as cpu:
             offered = await load.open_loop(args.users, args.rate, args.seconds)
-        report(f"{name}: offered {args.rate:.0f} msg/s", offered)
+        contended = f", {args.contend} core(s) busy" if args.contend else ""
+        report(f"{name}: offered {args.rate:.0f} msg/s{contended}", offered)
         print(cpu.line(), flush=True)
     return rate
 
@@ -277,6 +296,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=250.0)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--contend", type=int, default=0, help="busy-looping processes during open loops")
     args = parser.parse_args()
     stories = Path(tempfile.mkdtemp(prefix="http-bench-")) / "stories"
     stories.mkdir()
