@@ -33,9 +33,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import aiohttp
@@ -56,6 +56,7 @@ from bench.common import (  # noqa: E402
 )
 from tests.fakes import FakeTelegram, telegram_text_update, telegram_update_request  # noqa: E402
 
+T = TypeVar("T")
 SECRET = "bench-secret"
 SETTLE = 2.0  # seconds of quiet between the closed and the open loop
 STORY = """\
@@ -94,6 +95,16 @@ class BotApi(FakeTelegram):
                 queue.popleft().set_result(time.perf_counter())
 
 
+async def offered_at(rate: float, count: int, start: Callable[[int], Coroutine[Any, Any, T]]) -> list[T]:
+    """Start ``count`` calls at ``rate`` per second, whether or not earlier ones have finished (an open
+    loop, as users of a real bot arrive); their results in order."""
+    tasks, started = [], time.perf_counter()
+    for i in range(count):
+        await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(start(i)))
+    return list(await asyncio.gather(*tasks))
+
+
 class Load:
     def __init__(self, api: BotApi, address: str, http: aiohttp.ClientSession) -> None:
         self.api, self.address, self.http = api, address, http
@@ -125,15 +136,12 @@ class Load:
         return len(latencies), time.perf_counter() - started, latencies
 
     async def open_loop(self, users: int, rate: float, seconds: float) -> tuple[int, float, list[float]]:
-        count = int(rate * seconds)
         base = 20_000_000 + self.update_id % 1000 * 1000
-        tasks = []
         started = time.perf_counter()
-        for i in range(count):
-            await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(self.message(base + i % users, f"paced {i}")))
-        latencies = list(await asyncio.gather(*tasks))
-        return count, time.perf_counter() - started, latencies
+        latencies = await offered_at(
+            rate, int(rate * seconds), lambda i: self.message(base + i % users, f"paced {i}")
+        )
+        return len(latencies), time.perf_counter() - started, latencies
 
 
 def report(name: str, result: tuple[int, float, list[float]]) -> float:
@@ -165,11 +173,7 @@ async def durable_hop(amqp_url: str, rate: float, seconds: float) -> None:
             await publisher.default_exchange.publish(message, routing_key=queue.name)
             confirmed.append(time.perf_counter() - began)
 
-        count, tasks, started = int(rate * seconds), [], time.perf_counter()
-        for i in range(count):
-            await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(publish(i)))
-        await asyncio.gather(*tasks)
+        await offered_at(rate, int(rate * seconds), publish)
     name = f"RabbitMQ floor: one durable hop at {rate:.0f} msg/s"
     figures = [
         f"{what} p50 {percentile(values, 0.5):6.2f} ms p99 {percentile(values, 0.99):6.2f} ms"
@@ -221,11 +225,11 @@ async def measure(
         rate = report(f"{name}: {args.users} users chatting", chatting)
         print(cpu.line(), flush=True)
         await asyncio.sleep(SETTLE)  # what the closed loop left behind (GC, the broker's disk) settles
-        if amqp_url is not None:
-            with busy_cores(args.contend):
+        with busy_cores(args.contend):
+            if amqp_url is not None:
                 await durable_hop(amqp_url, args.rate, args.seconds)
-        with busy_cores(args.contend), CpuMeter(groups) as cpu:
-            offered = await load.open_loop(args.users, args.rate, args.seconds)
+            with CpuMeter(groups) as cpu:
+                offered = await load.open_loop(args.users, args.rate, args.seconds)
         contended = f", {args.contend} core(s) busy" if args.contend else ""
         report(f"{name}: offered {args.rate:.0f} msg/s{contended}", offered)
         print(cpu.line(), flush=True)

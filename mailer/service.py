@@ -17,9 +17,8 @@ holding the job's lease looks for the record and sends; the other copy is retrie
 until the holder has recorded the job (then it is dropped as a duplicate) or its lease has run out (its
 holder died before sending; then this copy goes ahead). Before waiting to retry, the holder extends the
 lease over the wait and the next try, and drops its copy if it finds the job sent by a mailer that took
-over meanwhile. A send
-that succeeded but could not be recorded (the store was away) is remembered here, so the bus's retry
-records it instead of sending again.
+over meanwhile. A send that succeeded but could not be recorded (the store was away) is remembered here,
+so the bus's retry records it instead of sending again.
 """
 
 from __future__ import annotations
