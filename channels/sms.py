@@ -70,8 +70,8 @@ DEFAULT_RATE_LIMIT = RateLimit(per_second=1.0, per_chat_interval=1.0)
 # Error codes meaning "never for this recipient" (https://www.twilio.com/docs/api/errors).
 UNSUBSCRIBED = 21610
 TOO_MANY_REQUESTS = 20429
-OPT_OUT_NAMESPACE = "sms-optout"
-OPT_OUT_TTL = 100 * 365 * 86400.0  # as good as forever: the record must outlive any deployment
+CHANNEL = "sms"
+LEGACY_OPT_OUT_NAMESPACE = "sms-optout"  # where opt-outs were kept before they became a user fact
 _KINDS: dict[str, Literal["image", "audio", "video", "file"]] = {
     "image": "image",
     "audio": "audio",
@@ -80,19 +80,31 @@ _KINDS: dict[str, Literal["image", "audio", "video", "file"]] = {
 
 
 class OptOuts:
-    """Who sent STOP: one marker per number in the store, set by STOP and removed by START."""
+    """Who sent STOP: a fact about the user in the store (:meth:`Store.set_opted_out`), set by STOP and
+    lifted by START; kept with no time limit, exported and erased with the user's data.
+
+    Releases before 2026-12 kept it as a duplicate marker (namespace ``sms-optout``); one found there is
+    moved over on first sight, so no opt-out is lost by an upgrade.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
     async def opted_out(self, number: str) -> bool:
-        return await self.store.is_seen(OPT_OUT_NAMESPACE, number)
+        if await self.store.opted_out(CHANNEL, number):
+            return True
+        if not await self.store.is_seen(LEGACY_OPT_OUT_NAMESPACE, number):
+            return False
+        await self.opt_out(number)
+        return True
 
     async def opt_out(self, number: str) -> None:
-        await self.store.mark_seen(OPT_OUT_NAMESPACE, number, OPT_OUT_TTL)
+        await self.store.set_opted_out(CHANNEL, number, True)
+        await self.store.forget_seen(LEGACY_OPT_OUT_NAMESPACE, number)
 
     async def opt_in(self, number: str) -> None:
-        await self.store.forget_seen(OPT_OUT_NAMESPACE, number)
+        await self.store.set_opted_out(CHANNEL, number, False)
+        await self.store.forget_seen(LEGACY_OPT_OUT_NAMESPACE, number)
 
 
 def _seconds(value: object) -> float | None:
@@ -181,7 +193,7 @@ def _media(form: MultiDict[str]) -> tuple[Attachment, ...]:
 
 
 class SmsChannel(Channel):
-    name = "sms"
+    name = CHANNEL
 
     def __init__(
         self,

@@ -157,6 +157,8 @@ class Gateway:
             await self._start_worker(engine)
         if Role.SERVE in self.roles:
             await self._start_serve()
+        elif settings.metrics_port is not None:
+            await self._start_ops_http(settings.metrics_port)
         if settings.heartbeat_file is not None:
             heartbeat = asyncio.get_running_loop().create_task(beat(settings.heartbeat_file))
             self._stoppers.append(heartbeat.cancel)
@@ -173,6 +175,7 @@ class Gateway:
             mail_from=settings.mail_from,
             max_recipients=settings.max_recipients,
             dedup_ttl=settings.dedup_ttl,
+            metrics=self.metrics,
         )
         await mailer.start()
         self._stoppers.append(functools.partial(mailer.stop, DRAIN_SECONDS))
@@ -246,6 +249,17 @@ class Gateway:
         port = self._runner.addresses[0][1] if self._runner.addresses else settings.port
         self.address = f"http://{settings.host}:{port}"
 
+    async def _start_ops_http(self, port: int) -> None:
+        """Health, readiness and metrics of a role without webhooks (worker, mailer), for scrapes, probes."""
+        assert self.bus is not None and self.store is not None
+        app = web.Application()
+        app.add_routes(health_routes(self.bus, self.store, self.metrics))
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.settings.host, port).start()
+        bound = self._runner.addresses[0][1] if self._runner.addresses else port
+        self.address = f"http://{self.settings.host}:{bound}"
+
     def _running_stories(self) -> Stories | None:
         engine: Engine | None = getattr(self, "engine", None)
         return engine.stories if engine is not None else None
@@ -267,6 +281,8 @@ class Gateway:
                 lines.append(f"web chat: {_openable(self.address)}/")
         if Role.WORKER in self.roles:
             lines.append(f"stories: {s.stories}")
+        if Role.SERVE not in self.roles and self.address is not None:
+            lines.append(f"health and metrics on {self.address}")
         if Role.MAILER in self.roles:
             if s.smtp is None:
                 lines.append(f"emails: written as .eml files to {s.outbox}/")

@@ -8,6 +8,7 @@ the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import sys
@@ -16,6 +17,7 @@ import time
 from channels.console import ConsoleChannel
 from gateway.app import Gateway, Role, StartupError, report_startup_error
 from gateway.bus.base import Envelope, Topic
+from gateway.bus.memory import MemoryBus
 from gateway.schema import Inbound
 from gateway.settings import Settings
 
@@ -28,12 +30,15 @@ async def chat(settings: Settings, *, user: str) -> int:
     )
     interactive = sys.stdin.isatty()
     console = ConsoleChannel(lambda text: print(text, flush=True))
-    gateway = Gateway(settings, frozenset(Role), channels=[console], serve_http=False)
+    # Always in-process, whatever broker and Redis the environment names (a shared .env, say): the
+    # terminal conversation is a designer's sandbox, and waiting for a turn needs the embedded bus.
+    settings = dataclasses.replace(settings, amqp_url=None, redis_url=None)
+    bus = MemoryBus(partitions=settings.partitions, max_attempts=settings.max_attempts)
+    gateway = Gateway(settings, frozenset(Role), channels=[console], serve_http=False, bus=bus)
     try:
         await gateway.start()
     except StartupError as exc:
         return report_startup_error(exc)
-    assert gateway.bus is not None
     if settings.smtp is None:
         print(f"(emails are written to {settings.outbox}/)", file=sys.stderr)
     loop = asyncio.get_running_loop()
@@ -57,10 +62,10 @@ async def chat(settings: Settings, *, user: str) -> int:
                 text=text,
                 button=console.press(text),
             )
-            await gateway.bus.publish(
+            await bus.publish(
                 Topic.INBOUND, [Envelope(message.to_json(), message.id, str(message.conversation))]
             )
-            await gateway.bus.join()  # type: ignore[attr-defined]
+            await bus.join()
     finally:
         await gateway.stop()
     return 0

@@ -3,8 +3,11 @@
 Order per conversation comes from the bus (the outbound topic is partitioned by conversation). A reply
 already sent (its id is recorded after the send) is dropped, so a worker that re-publishes after a crash
 causes no second message; a reply that takes several API calls repeats none that went out when it is
-tried again (:class:`~channels.base.Progress`). A 429 waits for its Retry-After, a 5xx or network error
-backs off and tries again, a permanent refusal is dead-lettered with its reason.
+tried again (:class:`~channels.base.Progress`). A reply, or part of one, that went out while its record
+could not be written (Redis away) is remembered in this process and recorded before anything else is done
+for it (:class:`~gateway.store.effects.SentRecords`): the bus's retry of the handler never sends it again.
+A 429 waits for its Retry-After, a 5xx or network error backs off and tries again, a permanent refusal is
+dead-lettered with its reason.
 
 A reply whose inbound named a ``serve`` instance (``meta["instance"]``: the web chat, whose browser socket
 only that process holds) comes on that instance's direct destination of the outbound topic instead of the
@@ -25,6 +28,7 @@ from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
 from gateway.schema import SchemaError, parse_reply
 from gateway.store.base import Store
+from gateway.store.effects import SentRecords
 
 log = logging.getLogger("gateway.delivery")
 
@@ -53,6 +57,7 @@ class Deliverer:
         self.channels = dict(channels)
         self.metrics = metrics
         self.dedup_ttl = dedup_ttl
+        self.sent = SentRecords(store, SENT_NAMESPACE, dedup_ttl)
         self.max_tries = max_tries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -96,11 +101,11 @@ class Deliverer:
         if channel is None:
             raise Rejected(f"channel {reply.channel!r} is not enabled in this gateway")
         may_be_sent = self._may_be_sent(delivery)
-        if may_be_sent and await self.store.is_seen(SENT_NAMESPACE, reply.id):
+        if await self.sent.was_sent(reply.id, ask_store=may_be_sent):
             log.info("reply %s was sent before; dropped", reply.id)
             return
         progress = Progress(  # for replies that take several API calls: none of them twice
-            check=partial(self._part_sent, reply.id) if may_be_sent else None,
+            check=partial(self._part_sent, reply.id, may_be_sent),
             record=partial(self._record_part, reply.id),
         )
         for attempt in range(1, self.max_tries + 1):
@@ -120,10 +125,10 @@ class Deliverer:
                 log.info("reply %s: %s; trying again in %.2f s", reply.id, exc.reason, delay)
                 await asyncio.sleep(delay)
         self.metrics.replies.labels(reply.channel, "sent").inc()
-        await self.store.mark_seen(SENT_NAMESPACE, reply.id, self.dedup_ttl)
+        await self.sent.record(reply.id)
 
-    async def _part_sent(self, reply_id: str, call: int) -> bool:
-        return await self.store.is_seen(SENT_NAMESPACE, f"{reply_id}#{call}")
+    async def _part_sent(self, reply_id: str, ask_store: bool, call: int) -> bool:
+        return await self.sent.was_sent(f"{reply_id}#{call}", ask_store=ask_store)
 
     async def _record_part(self, reply_id: str, call: int) -> None:
-        await self.store.mark_seen(SENT_NAMESPACE, f"{reply_id}#{call}", self.dedup_ttl)
+        await self.sent.record(f"{reply_id}#{call}")

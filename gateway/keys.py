@@ -34,6 +34,10 @@ class KeyBuilder:
         """The user's attributes (a hash); never expires."""
         return f"{self.prefix}:{self.tag(channel, user)}:user"
 
+    def opt_out(self, channel: str, user: str) -> str:
+        """The user's refusal of every message (an SMS STOP), with when it was recorded; never expires."""
+        return f"{self.prefix}:{self.tag(channel, user)}:optout"
+
     def processed(self, key: ConversationKey, message_id: str) -> str:
         """The record of an inbound message already committed, with its outputs; expires."""
         return f"{self.prefix}:{self.tag(key.channel, key.user)}:done:{escape(message_id)}"

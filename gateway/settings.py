@@ -81,6 +81,7 @@ class Settings:
     log_level: str = "INFO"
     connect_timeout: float = 30.0
     heartbeat_file: Path | None = None
+    metrics_port: int | None = None  # worker and mailer: serve /healthz, /readyz and /metrics on it
     rate_limits: bool = True
     watch_stories: bool | None = None  # None: watch in `gateway run`, SIGHUP only elsewhere
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -287,4 +288,7 @@ class _Reader:
             if self.raw("GATEWAY_WATCH_STORIES") is not None
             else None,
             heartbeat_file=Path(hb) if (hb := self.raw("GATEWAY_HEARTBEAT_FILE")) else None,
+            metrics_port=self.integer("GATEWAY_METRICS_PORT", 0, 0, 65535)
+            if self.raw("GATEWAY_METRICS_PORT") is not None
+            else None,
         )

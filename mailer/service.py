@@ -35,8 +35,10 @@ from typing import NoReturn
 
 from gateway.bus.base import Bus, Delivery, Rejected, Subscription, Topic, Unavailable
 from gateway.faults import FaultPoints
+from gateway.metrics import Metrics
 from gateway.schema import EmailJob, SchemaError, parse_email
 from gateway.store.base import Store, StoreUnavailable
+from gateway.store.effects import SentRecords
 from mailer.message import build_message, parse_sender
 from mailer.transport import MailTransport, PermanentMailError, TemporaryMailError
 
@@ -50,8 +52,9 @@ class Mailer:
     """Consume :attr:`Topic.EMAIL` and deliver through ``transport``.
 
     ``counters`` counts ``sent``, ``retried`` (tries after a temporary failure), ``failed``
-    (dead-lettered) and ``duplicate`` (dropped as already sent); ``handled`` counts finished handler
-    calls, whatever their outcome, and :meth:`wait_handled` waits for it.
+    (dead-lettered) and ``duplicate`` (dropped as already sent), as ``gateway_emails_total{outcome}`` of
+    ``metrics`` does; ``handled`` counts finished handler calls, whatever their outcome, and
+    :meth:`wait_handled` waits for it.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class Mailer:
         retry_max: float = 300.0,
         max_tries: int = 8,
         lease_ttl: float = 120.0,
+        metrics: Metrics | None = None,
     ) -> None:
         parse_sender(mail_from)  # a bad GATEWAY_MAIL_FROM fails here, at start, not once per job
         if max_tries < 1:
@@ -82,12 +86,13 @@ class Mailer:
         self.max_tries = max_tries
         self.lease_ttl = lease_ttl
         self._faults = FaultPoints()
+        self.metrics = metrics or Metrics()
         self.counters: dict[str, int] = {"sent": 0, "retried": 0, "failed": 0, "duplicate": 0}
         self.handled = 0
         self._progress = asyncio.Event()  # set and replaced after each handler call
         self._subscription: Subscription | None = None
         self._in_flight: dict[str, asyncio.Event] = {}
-        self._sent_unrecorded: set[str] = set()
+        self.sent = SentRecords(store, SEEN_NAMESPACE, dedup_ttl)
         self.holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"  # names its leases
         self._stopping = asyncio.Event()
 
@@ -115,7 +120,7 @@ class Mailer:
         try:
             job = parse_email(delivery.envelope.body)
         except SchemaError as exc:
-            self.counters["failed"] += 1
+            self._count("failed")
             self._count_handled()
             raise Rejected(str(exc)) from None
         # Another copy of this job is being handled here right now: wait for it, then look again.
@@ -134,6 +139,10 @@ class Mailer:
         while self.handled < count:
             await self._progress.wait()
 
+    def _count(self, outcome: str) -> None:
+        self.counters[outcome] += 1
+        self.metrics.emails.labels(outcome).inc()
+
     def _count_handled(self) -> None:
         self.handled += 1
         self._progress.set()
@@ -141,7 +150,7 @@ class Mailer:
 
     async def _deliver_once(self, job: EmailJob) -> None:
         try:
-            if job.id in self._sent_unrecorded:
+            if self.sent.unrecorded(job.id):
                 await self._record(job)
                 return
         except StoreUnavailable as exc:
@@ -158,9 +167,8 @@ class Mailer:
         except BaseException:
             await self._release(job)  # nothing went out: another copy may go ahead
             raise
-        self.counters["sent"] += 1
+        self._count("sent")
         log.info("email %s sent (%s)", job.id, message.get("Message-ID"))
-        self._sent_unrecorded.add(job.id)
         try:
             await self._record(job)
         except StoreUnavailable as exc:
@@ -169,17 +177,16 @@ class Mailer:
 
     async def _sent_by_another(self, job: EmailJob) -> bool:
         """Under the lease: was the job recorded as sent (by a copy handled before)? Then drop this one."""
-        if not await self.store.is_seen(SEEN_NAMESPACE, job.id):
+        if not await self.sent.was_sent(job.id):
             return False
         await self._release(job)
-        self.counters["duplicate"] += 1
+        self._count("duplicate")
         log.info("email %s was sent already; dropped", job.id)
         return True
 
     async def _record(self, job: EmailJob) -> None:
         """Record the job as sent, then free its lease: whoever takes the lease next finds the record."""
-        await self.store.mark_seen(SEEN_NAMESPACE, job.id, self.dedup_ttl)
-        self._sent_unrecorded.discard(job.id)
+        await self.sent.record(job.id)
         await self._release(job)
 
     async def _release(self, job: EmailJob) -> None:
@@ -219,7 +226,7 @@ class Mailer:
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 if self._stopping.is_set():
                     raise Unavailable(f"mailer stopping; email {job.id} goes back to the queue") from exc
-                self.counters["retried"] += 1
+                self._count("retried")
         raise AssertionError("unreachable: the last try returns or fails")
 
     def backoff(self, tries: int) -> float:
@@ -228,6 +235,6 @@ class Mailer:
         return random.uniform(0.0, ceiling)
 
     def _fail(self, job: EmailJob, reason: str) -> NoReturn:
-        self.counters["failed"] += 1
+        self._count("failed")
         log.error("email %s dead-lettered: %s", job.id, reason)
         raise Rejected(reason)

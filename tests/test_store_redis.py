@@ -92,6 +92,7 @@ async def test_every_key_expires_but_the_users_attributes(redis_url: str, redis_
         assert await store.commit(KEY, Commit("m3", None, {"lang": None}, [b"bye"])) is True  # the end
         assert await store.mark_seen("inbound", "telegram:update:7", 600.0) is True
         assert await store.lease("email-sending", "m1/e0", "mailer-a", 120.0) is True  # its holder died
+        await store.set_opted_out(KEY.channel, KEY.user, True)
         ttls: dict[str, int] = {}
         async for name in store.client.scan_iter(match=f"{redis_prefix}:*"):
             ttls[name.decode()] = await store.client.pttl(name)
@@ -104,8 +105,10 @@ async def test_every_key_expires_but_the_users_attributes(redis_url: str, redis_
         keys.processed(KEY, "m3"),
         keys.seen("inbound", "telegram:update:7"),
         keys.lease("email-sending", "m1/e0"),
+        keys.opt_out(KEY.channel, KEY.user),
     }
     assert ttls.pop(keys.user(KEY.channel, KEY.user)) == -1  # no expiry
+    assert ttls.pop(keys.opt_out(KEY.channel, KEY.user)) == -1  # a fact about the user, like its attributes
     assert all(0 < ttl <= 86400_000 for ttl in ttls.values()), ttls
 
 

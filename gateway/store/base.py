@@ -9,8 +9,8 @@ A worker handles one inbound message with exactly two calls, each one round trip
 id). A message redelivered after a crash finds its commit in ``load`` and re-publishes the recorded
 outputs instead of running the story again.
 
-Everything but user attributes expires: sessions after their idle TTL, processed-message records after
-``processed_ttl``, duplicate markers and leases after the TTL they were set with.
+Everything but user attributes and opt-outs expires: sessions after their idle TTL, processed-message
+records after ``processed_ttl``, duplicate markers and leases after the TTL they were set with.
 """
 
 from __future__ import annotations
@@ -68,6 +68,16 @@ class Store(ABC):
 
     @abstractmethod
     async def user_attributes(self, channel: str, user: str) -> dict[str, str]: ...
+
+    @abstractmethod
+    async def set_opted_out(self, channel: str, user: str, opted_out: bool) -> None:
+        """Record (True) or lift (False) the user's refusal of every message, such as an SMS STOP.
+
+        A fact about the user, kept like their attributes (no time limit) and erased with them.
+        """
+
+    @abstractmethod
+    async def opted_out(self, channel: str, user: str) -> bool: ...
 
     @abstractmethod
     async def mark_seen(self, namespace: str, item: str, ttl: float) -> bool:

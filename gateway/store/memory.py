@@ -69,6 +69,7 @@ class MemoryStore(Store):
         self._users: dict[tuple[str, str], dict[str, str]] = {}  # (channel, user); never expires
         # (channel, user, message id): the same scope as KeyBuilder.processed
         self._processed: _ExpiringMap[tuple[str, str, str], tuple[bytes, ...]] = _ExpiringMap()
+        self._opted_out: set[tuple[str, str]] = set()  # (channel, user); never expires
         self._seen: _ExpiringMap[tuple[str, str], None] = _ExpiringMap()  # (namespace, item)
         self._leases: _ExpiringMap[tuple[str, str], str] = _ExpiringMap()  # (namespace, item) -> holder
 
@@ -105,6 +106,15 @@ class MemoryStore(Store):
 
     async def user_attributes(self, channel: str, user: str) -> dict[str, str]:
         return dict(self._users.get((channel, user), {}))
+
+    async def set_opted_out(self, channel: str, user: str, opted_out: bool) -> None:
+        if opted_out:
+            self._opted_out.add((channel, user))
+        else:
+            self._opted_out.discard((channel, user))
+
+    async def opted_out(self, channel: str, user: str) -> bool:
+        return (channel, user) in self._opted_out
 
     async def mark_seen(self, namespace: str, item: str, ttl: float) -> bool:
         now = self._purge()
@@ -145,6 +155,7 @@ class MemoryStore(Store):
         return (
             len(self._sessions)
             + len(self._users)
+            + len(self._opted_out)
             + len(self._processed)
             + len(self._seen)
             + len(self._leases)

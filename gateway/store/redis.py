@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -449,6 +450,17 @@ class RedisStore(Store):
 
     async def user_attributes(self, channel: str, user: str) -> dict[str, str]:
         return _decode_hash(await self._pipeline.execute("HGETALL", self.keys.user(channel, user)))
+
+    async def set_opted_out(self, channel: str, user: str, opted_out: bool) -> None:
+        key = self.keys.opt_out(channel, user)
+        if opted_out:
+            await self._pipeline.execute("SET", key, str(round(time.time())))
+        else:
+            await self._pipeline.execute("DEL", key)
+
+    async def opted_out(self, channel: str, user: str) -> bool:
+        found: int = await self._pipeline.execute("EXISTS", self.keys.opt_out(channel, user))
+        return found > 0
 
     async def mark_seen(self, namespace: str, item: str, ttl: float) -> bool:
         seen = self.keys.seen(namespace, item)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from channels.base import Malformed, Refused, RetryLater, Unauthorized
-from channels.sms import OptOuts, SmsChannel, body_of
+from channels.sms import LEGACY_OPT_OUT_NAMESPACE, OptOuts, SmsChannel, body_of
 from gateway.schema import Button, Image, Reply
 from gateway.store.memory import MemoryStore
 from tests.channels.conftest import (
@@ -151,6 +151,26 @@ async def test_opt_outs_survive_many_toggles(store: MemoryStore) -> None:
         await opt_outs.opt_in(USER)
         assert not await opt_outs.opted_out(USER)
     assert not await opt_outs.opted_out("+15550000000")
+
+
+async def test_stop_is_kept_as_a_fact_about_the_user_not_a_duplicate_marker(
+    channel: SmsChannel, tw: FakeTwilio, store: MemoryStore
+) -> None:
+    """Issue 11, point 5: exported and erased with the user's data, never expiring like a marker."""
+    await channel.handle_webhook(inbound(sms("SM10", "STOP"), tw.auth_token))
+    assert await store.opted_out("sms", USER)
+    assert not await store.is_seen(LEGACY_OPT_OUT_NAMESPACE, USER)
+    await channel.handle_webhook(inbound(sms("SM11", "START"), tw.auth_token))
+    assert not await store.opted_out("sms", USER)
+
+
+async def test_an_opt_out_kept_the_old_way_is_honoured_and_moved(
+    channel: SmsChannel, tw: FakeTwilio, store: MemoryStore
+) -> None:
+    await store.mark_seen(LEGACY_OPT_OUT_NAMESPACE, USER, 100 * 365 * 86400.0)  # before the upgrade
+    with pytest.raises(Refused, match="recipient opted out"):
+        await channel.send(reply("still there?"))
+    assert await store.opted_out("sms", USER) and not await store.is_seen(LEGACY_OPT_OUT_NAMESPACE, USER)
 
 
 # Render and send

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from channels.telegram import CALLBACK_DATA_LIMIT, TelegramChannel, callback_dat
 from gateway.bus.base import REPLAY_HEADER, Envelope, Topic
 from gateway.delivery import SENT_NAMESPACE
 from gateway.schema import Button, Image, Reply
+from gateway.store.base import StoreUnavailable
 from gateway.store.memory import MemoryStore
 from tests.channels.conftest import (
     SpyBus,
@@ -370,6 +372,57 @@ async def test_a_reply_delivered_again_skips_the_calls_recorded_as_sent(
         )
         await tg.wait_for_calls(1, method="sendMessage", ok=True)
     assert tg.calls_to("sendPhoto") == []
+
+
+class RecordsFailAtFirst(MemoryStore):
+    """Redis away at the moment a record is written: the first ``failures`` ``mark_seen`` calls fail."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.recorded: list[str] = []
+        self.changed = asyncio.Event()
+
+    async def mark_seen(self, namespace: str, item: str, ttl: float) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("redis: ConnectionError: the test cut it")
+        self.recorded.append(item)
+        self.changed.set()
+        return await super().mark_seen(namespace, item, ttl)
+
+    async def wait_recorded(self, item: str) -> None:
+        async with asyncio.timeout(10):
+            while item not in self.recorded:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_a_reply_whose_record_fails_is_recorded_later_never_sent_again(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    """Issue 11: the record is retried until the store answers, never the send."""
+    bus, store = SpyBus(), RecordsFailAtFirst(failures=3)
+    async with delivering(bus, store, channel) as deliverer:
+        hello = reply("hello")
+        await publish_reply(bus, hello)
+        await store.wait_recorded(hello.id)
+        assert len(deliverer.sent) == 0, "nothing left waiting for its record"
+    assert [c.status for c in tg.calls_to("sendMessage")] == [200]
+    assert bus.buried == []
+
+
+async def test_a_part_whose_record_fails_is_not_sent_again_with_the_rest(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    bus, store = SpyBus(), RecordsFailAtFirst(failures=2)
+    long = reply("t" * 2000, image=Image(url="https://example.com/cat.jpg", caption="A cat"))
+    async with delivering(bus, store, channel):
+        await publish_reply(bus, long)
+        await store.wait_recorded(long.id)
+    assert [c.status for c in tg.calls_to("sendPhoto")] == [200]
+    assert [c.status for c in tg.calls_to("sendMessage")] == [200]
+    assert store.recorded == [f"{long.id}#0", long.id]
 
 
 def _update(data: dict[str, object]) -> Update:

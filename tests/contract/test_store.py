@@ -353,6 +353,20 @@ async def test_forget_seen_removes_a_marker(store: Store) -> None:
     await store.forget_seen("optout", "never-set")  # no error
 
 
+async def test_an_opt_out_is_a_fact_about_the_user_that_never_expires(harness: Harness, store: Store) -> None:
+    assert not await store.opted_out("sms", "+15550001111")
+    await store.set_opted_out("sms", "+15550001111", True)
+    await store.set_opted_out("sms", "+15550001111", True)  # twice changes nothing
+    assert await store.opted_out("sms", "+15550001111")
+    assert not await store.opted_out("sms", "+15550002222") and not await store.opted_out("x", "+15550001111")
+    if harness.clock is not None:
+        harness.clock.advance(1000 * 86400.0)
+    assert await store.opted_out("sms", "+15550001111"), "kept like the user's attributes"
+    await store.set_opted_out("sms", "+15550001111", False)
+    assert not await store.opted_out("sms", "+15550001111")
+    await store.set_opted_out("sms", "+15550003333", False)  # lifting none is no error
+
+
 async def test_a_lease_has_one_holder_at_a_time(store: Store) -> None:
     assert await store.lease("email", "m1/e0", "mailer-a", 60) is True
     assert await store.lease("email", "m1/e0", "mailer-b", 60) is False

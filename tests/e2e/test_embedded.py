@@ -58,10 +58,12 @@ async def test_run_serves_health_ready_metrics_and_stops_on_sigterm(tmp_path: Pa
         await gateway.stop()
 
 
-def run_chat(tmp_path: Path, lines: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_chat(
+    tmp_path: Path, lines: str, *args: str, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     import os
 
-    env = {**os.environ, **clean_env(tmp_path)}
+    env = {**os.environ, **clean_env(tmp_path), **(extra_env or {})}
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", "chat", *args],
         input=lines,
@@ -86,6 +88,18 @@ def test_chat_converses_with_piped_input_and_buttons_by_number(tmp_path: Path) -
         "Nice to meet you, Grace.",
         "Sorry, try hi or help.",
     ]
+
+
+def test_chat_runs_in_process_even_with_broker_and_redis_settings(tmp_path: Path) -> None:
+    """A shared .env naming RabbitMQ and Redis must not turn `chat` into a traceback (issue 11, point 2)."""
+    services = {
+        "GATEWAY_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
+        "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    result = run_chat(tmp_path, "hi\nAda\n", extra_env=services)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.splitlines() == ["What's your name?", "[1] Ada  [2] Grace", "Nice to meet you, Ada."]
 
 
 def test_chat_sends_emails_to_the_outbox_before_exiting(tmp_path: Path) -> None:

@@ -107,6 +107,35 @@ def test_duplicate_ids_and_keys(tmp_path: Path) -> None:
     ]
 
 
+def test_a_duplicate_step_still_has_its_contents_checked(tmp_path: Path) -> None:
+    """Issue 11, point 4: one run shows every problem, the duplicate step's own included."""
+    found = one(
+        tmp_path,
+        """\
+        stories:
+          s:
+            steps:
+              - id: a
+                actions:
+                  - message: first
+              - id: a
+                actions:
+                  - jump: nowhere
+                  - shout: loud
+                next: missing
+        """,
+    )
+    assert found == [
+        "stories/bot.yml:7:13: duplicate step id 'a' in story 's'; the first is at stories/bot.yml:4:9",
+        "stories/bot.yml:9:19: jump: there is no story 'nowhere'",
+        "stories/bot.yml:10:13: unknown key 'shout' in an action (expected one of: message, image, "
+        "set_session, set_user, email, goto, jump, quick_replies, caption, if, unless)",
+        "stories/bot.yml:10:13: an action needs one of message, image, set_session, set_user, email, goto, "
+        "jump",
+        "stories/bot.yml:11:15: story 's' has no step 'missing'",
+    ]
+
+
 def test_dangling_targets(tmp_path: Path) -> None:
     found = one(
         tmp_path,

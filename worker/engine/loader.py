@@ -282,13 +282,13 @@ class _Loader(ActionReader):
         step_id = self.identifier(found["id"][1], "step id")
         if step_id is None:
             return None
-        if step_id in steps:
+        duplicate = step_id in steps
+        if duplicate:  # reported, and its contents still checked so that one run shows every problem
             first = steps[step_id].where
             self.problem(
                 found["id"][1],
                 f"duplicate step id {step_id!r} in story {story_id!r}; the first is at {first}",
             )
-            return None
         context = StepContext(story_id, step_id, step_refs=step_refs)
         actions: list[Action] = []
         action_nodes = self.items(found["actions"][1], "actions") if "actions" in found else []
@@ -318,6 +318,8 @@ class _Loader(ActionReader):
             if isinstance(action, SendMessage)
             for button in action.buttons
         )
+        if duplicate:
+            return None
         if context.hop is not None:
             self.hops[(story_id, step_id)] = context.hop
         step = Step(
