@@ -38,6 +38,15 @@ if [ ! -x /usr/bin/chromium ]; then
   need_package chromium fonts-noto-color-emoji
 fi
 [ -x /usr/bin/chromium ] || { echo "error: /usr/bin/chromium is missing (apt-get install chromium)" >&2; exit 1; }
+# The IMAP inbox tests run a private dovecot of their own (tests/support/imap.py): install it, and stop the
+# distro's service in case the package started it.
+if [ ! -x /usr/sbin/dovecot ]; then
+  echo "installing dovecot-imapd for the IMAP inbox tests" >&2
+  need_package dovecot-imapd
+  $SUDO service dovecot stop >/dev/null 2>&1 || true
+  $SUDO /usr/sbin/dovecot stop >/dev/null 2>&1 || true
+fi
+[ -x /usr/sbin/dovecot ] || { echo "error: /usr/sbin/dovecot is missing (apt-get install dovecot-imapd)" >&2; exit 1; }
 
 command -v rabbitmqctl >/dev/null || [ -x /usr/sbin/rabbitmqctl ] || {
   echo "error: rabbitmqctl not found (the tests create a vhost of their own with it)" >&2; exit 1; }

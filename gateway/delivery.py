@@ -101,8 +101,13 @@ class Deliverer:
         if channel is None:
             raise Rejected(f"channel {reply.channel!r} is not enabled in this gateway")
         may_be_sent = self._may_be_sent(delivery)
+        recorded_late = self.sent.unrecorded(reply.id)
         if await self.sent.was_sent(reply.id, ask_store=may_be_sent):
-            log.info("reply %s was sent before; dropped", reply.id)
+            if recorded_late:
+                log.info("reply %s: sent while the store was away, recorded now", reply.id)
+            else:
+                self.metrics.replies.labels(reply.channel, "duplicate").inc()
+                log.info("reply %s was sent before; dropped", reply.id)
             return
         progress = Progress(  # for replies that take several API calls: none of them twice
             check=partial(self._part_sent, reply.id, may_be_sent),

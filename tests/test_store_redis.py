@@ -184,6 +184,23 @@ async def test_store_rides_out_a_redis_restart(private_redis: PrivateRedis) -> N
         await store.close()
 
 
+async def test_the_first_calls_after_a_restart_do_not_fail_on_connections_the_old_server_closed(
+    private_redis: PrivateRedis,
+) -> None:
+    """Idle pooled connections to the old server are replaced when handed out, so work resumes at once
+    (before, with redis-py 8's maintenance notifications on, each failed once more: one backoff step)."""
+    store = RedisStore(private_redis.url, max_connections=4)
+    store.max_batch = 1  # one call per batch, so concurrent calls take several pooled connections
+    try:
+        assert all(await asyncio.gather(*(store.mark_seen("inbound", f"w{n}", 60.0) for n in range(8))))
+        await private_redis.stop()
+        await private_redis.start()
+        found = await asyncio.gather(*(store.is_seen("inbound", f"w{n}") for n in range(8)))
+        assert all(found)
+    finally:
+        await store.close()
+
+
 async def test_a_hung_redis_times_out_instead_of_hanging(private_redis: PrivateRedis) -> None:
     store = RedisStore(private_redis.url, max_connections=2, socket_timeout=0.5, connect_timeout=0.5)
     try:

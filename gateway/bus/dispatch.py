@@ -13,6 +13,10 @@ exists only while it has deliveries pending, so the lane map never outgrows the 
 ``Delivery.attempt`` is 1 plus the handler calls of this delivery that failed; calls that raised
 :class:`~gateway.bus.base.Unavailable` do not count, so ``attempt == max_attempts`` is the last try.
 A delivery given back and delivered again starts from 1.
+
+A delivery waiting because a service was away (``Unavailable``) retries on its own backoff (at most
+:attr:`Backoff.maximum`), and is woken at once when any other call of this dispatcher succeeds: the service
+is back, so the work held up by the outage resumes together instead of one backoff step later.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ class Backoff:
     """Capped exponential delays between in-place retries."""
 
     initial: float = 0.05
-    maximum: float = 2.0
+    maximum: float = 1.0
 
     def delay(self, retry: int) -> float:
         """Delay before retry number ``retry`` (1-based)."""
@@ -115,6 +119,7 @@ class Dispatcher:
         self._running = 0
         self._slot_waiters: deque[asyncio.Future[bool]] = deque()
         self._held: set[int] = set()
+        self._waiting_for_service: set[_Lane] = set()  # paused on Unavailable: woken by any success
         self._stopping = False
         self._stopped = False
 
@@ -236,7 +241,7 @@ class Dispatcher:
                     self._release_slot()
                 if delay is None:
                     lane.entries.popleft()
-                elif not await self._pause(lane, delay):
+                elif not await self._pause(lane, delay, wake_on_success=entry.pauses > 0):
                     return
         finally:
             lane.task = None
@@ -273,13 +278,25 @@ class Dispatcher:
                 return
         self._running -= 1
 
-    async def _pause(self, lane: _Lane, delay: float) -> bool:
-        """Sleep before a retry; False if the lane's source got held meanwhile."""
+    async def _pause(self, lane: _Lane, delay: float, *, wake_on_success: bool) -> bool:
+        """Sleep before a retry (woken early by a success elsewhere when ``wake_on_success``); False if the
+        lane's source got held meanwhile."""
         lane.wake.clear()
         if not self._is_held(lane.source):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lane.wake.wait(), timeout=delay)
+            if wake_on_success:
+                self._waiting_for_service.add(lane)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lane.wake.wait(), timeout=delay)
+            finally:
+                self._waiting_for_service.discard(lane)
         return not self._is_held(lane.source)
+
+    def _service_answered(self) -> None:
+        """A call succeeded: whatever waited for a service to come back may go now."""
+        waiting, self._waiting_for_service = self._waiting_for_service, set()
+        for lane in waiting:
+            lane.wake.set()
 
     # -- one handler call and its outcome ----------------------------------------------------------
 
@@ -318,6 +335,8 @@ class Dispatcher:
                 exc,
             )
             return self._backoff.delay(entry.failures)
+        if self._waiting_for_service:
+            self._service_answered()
         try:
             await raw.ack()
         except Exception:  # the broker delivers it again; idempotency above us absorbs the repeat

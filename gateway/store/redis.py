@@ -21,7 +21,8 @@ before"), so every connection error, timeout, loading or read-only answer surfac
 :class:`StoreUnavailable` and the caller retries. A broken connection fails every call of its batch that
 has no answer yet; a commit among them may have been applied, and its retry then returns False, as any
 commit whose answer was lost. The pool blocks when exhausted instead of raising, replaces connections the
-server closed when it hands them out, and pings idle ones before reuse.
+server closed when it hands them out (maintenance notifications off: see :func:`make_client`), and pings
+idle ones before reuse.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.typing import EncodableT
 
 from gateway.keys import KeyBuilder
@@ -175,6 +177,10 @@ def make_client(
         socket_keepalive=True,
         health_check_interval=health_check_interval,
         retry=Retry(NoBackoff(), 0),
+        # With maintenance notifications on (redis-py 8's default, "auto"), the pool skips its check for a
+        # connection the server closed, so the first call after a Redis restart failed on every pooled
+        # connection, and the work it carried waited one more backoff step.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
         **pool_options,
     )
     return Redis.from_pool(pool)

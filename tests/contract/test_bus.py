@@ -750,3 +750,40 @@ def test_backoff_doubles_up_to_its_cap() -> None:
     backoff = Backoff(initial=0.05, maximum=2.0)
     assert [backoff.delay(n) for n in range(1, 8)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0]
     assert backoff.delay(500) == 2.0
+
+
+async def test_work_held_up_by_an_outage_resumes_as_soon_as_another_call_succeeds() -> None:
+    """A delivery paused on Unavailable is woken by the first success of its dispatcher (the service is
+    back), not left to its own backoff, so a whole backlog resumes together after an outage."""
+    acks = Acks()
+    service_up = False
+    calls: dict[str, int] = defaultdict(int)
+    watch = Watch()
+
+    async def handler(delivery: Delivery) -> None:
+        calls[delivery.envelope.message_id] += 1
+        watch.changed()
+        if not service_up:
+            raise Unavailable("store away")
+
+    slow_retries = Backoff(initial=30.0, maximum=30.0)  # left alone, the retry would come in 30 s
+    dispatcher = Dispatcher(
+        Topic.INBOUND, handler, concurrency=4, max_attempts=3, dead_letter=acks.bury, backoff=slow_retries
+    )
+    done: list[str] = []
+
+    def raw(key: str) -> RawDelivery:
+        async def ack() -> None:
+            done.append(f"{key}/0")
+            watch.changed()
+
+        return RawDelivery(envelope(key, 0), 0, False, ack)
+
+    for key in ("a", "b", "c"):
+        dispatcher.submit(raw(key))
+    await watch.until(lambda: len(calls) == 3)
+    service_up = True
+    dispatcher.submit(raw("d"))  # the first call after the outage
+    await watch.until(lambda: sorted(done) == ["a/0", "b/0", "c/0", "d/0"], timeout=5.0)
+    assert dict(calls) == {"a/0": 2, "b/0": 2, "c/0": 2, "d/0": 1}
+    assert await dispatcher.stop(timeout=1.0) == []

@@ -1,0 +1,1 @@
+"""Reading staff replies from a real IMAP mailbox (a private dovecot)."""

@@ -1,0 +1,1 @@
+"""Helpers that run real services of a test's own (a private dovecot IMAP server)."""
