@@ -9,6 +9,7 @@ COPY gateway ./gateway
 COPY channels ./channels
 COPY worker ./worker
 COPY mailer ./mailer
+COPY designer ./designer
 RUN pip install . && useradd --uid 10001 --home-dir /app --no-create-home gateway
 COPY config ./config
 RUN mkdir -p /app/var && chown gateway /app/var

@@ -23,7 +23,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dict_state import DictStories
-from gateway.schema import Inbound
+from gateway.core.schema import Inbound
 
 
 def main() -> None:

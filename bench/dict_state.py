@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.schema import Inbound, Reply
-from gateway.store.base import Session
+from gateway.core.schema import Inbound, Reply
+from gateway.core.store.base import Session
 from worker.engine import Engine, load_stories
 
 

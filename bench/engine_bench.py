@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.schema import Inbound  # noqa: E402
-from gateway.store.base import Session  # noqa: E402
+from gateway.core.schema import Inbound  # noqa: E402
+from gateway.core.store.base import Session  # noqa: E402
 from worker.engine import Engine, load_stories  # noqa: E402
 
 

@@ -269,7 +269,7 @@ async def gateway(api: BotApi, stories: Path, args: argparse.Namespace, vhost: s
     roles = ["serve", "worker", "worker", "mailer"]
     processes = [
         subprocess.Popen(  # noqa: ASYNC220 - starting a child returns at once
-            [sys.executable, "-m", "gateway.cli", role], env=env, cwd=ROOT, stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "gateway.app.cli", role], env=env, cwd=ROOT, stdin=subprocess.DEVNULL
         )
         for role in roles
     ]

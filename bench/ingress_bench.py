@@ -467,7 +467,7 @@ class Serve:
     async def start(self) -> int:
         self.log = (self.folder / "serve.log").open("wb")
         self.process = subprocess.Popen(  # noqa: ASYNC220 - starting a child returns at once
-            [sys.executable, "-m", "gateway.cli", "serve"],
+            [sys.executable, "-m", "gateway.app.cli", "serve"],
             env=self.env,
             cwd=ROOT,
             stdin=subprocess.DEVNULL,

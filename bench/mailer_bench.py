@@ -21,8 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.schema import EmailJob
-from gateway.settings import SmtpSettings
+from gateway.core.schema import EmailJob
+from gateway.core.settings import SmtpSettings
 from mailer.message import build_message
 from mailer.smtp import SmtpTransport
 

@@ -22,7 +22,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dict_state import DictStories
-from gateway.schema import Inbound
+from gateway.core.schema import Inbound
 
 # The same aiogram workaround the gateway's Telegram channel has (pydantic caches generics weakly), so the
 # baseline is not slowed by what the gateway avoids.

@@ -28,9 +28,9 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import delete_keys, percentile, rabbit_vhost
-from gateway.bus.base import Delivery, Envelope, Topic
-from gateway.bus.rabbit import RabbitBus
-from gateway.schema import Inbound, parse_reply
+from gateway.core.bus.base import Delivery, Envelope, Topic
+from gateway.core.bus.rabbit import RabbitBus
+from gateway.core.schema import Inbound, parse_reply
 
 STORY = """\
 bot:
@@ -127,7 +127,7 @@ class Pipeline:
         self.subscription = await self.bus.subscribe(Topic.OUTBOUND, self.on_reply, concurrency=256)
         self.processes = [
             subprocess.Popen(  # noqa: ASYNC220 - starting a child returns at once
-                [sys.executable, "-m", "gateway.cli", "worker"], env=env, stdin=subprocess.DEVNULL
+                [sys.executable, "-m", "gateway.app.cli", "worker"], env=env, stdin=subprocess.DEVNULL
             )
             for _ in range(self.workers)
         ]

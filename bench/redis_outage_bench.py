@@ -1,6 +1,6 @@
 """Chaos run: Redis stopped and started under load, with `serve`, 2 `worker` and `mailer` as processes.
 
-As an outside user would: the roles run as `python -m gateway.cli ROLE` on the machine's RabbitMQ (a vhost
+As an outside user would: the roles run as `python -m gateway.app.cli ROLE` on the machine's RabbitMQ (a vhost
 of their own) and a private redis-server with AOF, facing the fake Telegram Bot API and a real SMTP server
 run here. U users each send "hi", "Ada", "help", "the printer is on fire" at once (each posted until the
 webhook answers 200, as Telegram retries). At a third of the replies, Redis is stopped (SIGTERM; SIGKILL
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import rabbit_vhost  # noqa: E402
-from gateway.bus.base import partition_of  # noqa: E402
+from gateway.core.bus.base import partition_of  # noqa: E402
 from tests.e2e.conftest import SECRET, TelegramUser, write_stories  # noqa: E402
 from tests.e2e.procs import GatewayProcess  # noqa: E402
 from tests.e2e.smtp_sink import SmtpSink  # noqa: E402

@@ -25,9 +25,9 @@ from aiogram.fsm.storage.base import StorageKey  # noqa: E402
 from aiogram.fsm.storage.redis import DefaultKeyBuilder, RedisStorage  # noqa: E402
 
 from bench.common import delete_keys  # noqa: E402
-from gateway.bus.base import Bus, DeadLetter, Delivery, Envelope, Handler, Subscription, Topic  # noqa: E402
-from gateway.schema import Inbound  # noqa: E402
-from gateway.store.redis import RedisStore  # noqa: E402
+from gateway.core.bus.base import Bus, DeadLetter, Delivery, Envelope, Handler, Subscription, Topic  # noqa: E402
+from gateway.core.schema import Inbound  # noqa: E402
+from gateway.core.store.redis import RedisStore  # noqa: E402
 from worker.engine import Engine, load_stories  # noqa: E402
 from worker.service import StoryWorker  # noqa: E402
 

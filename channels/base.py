@@ -1,9 +1,9 @@
 """The channel interface: only what differs between Telegram, Slack, SMS, web chat and the console.
 
-A channel verifies and parses its webhooks into normalized :class:`~gateway.schema.Inbound` messages and
-renders and sends a normalized :class:`~gateway.schema.Reply`. Everything the channels share — the body
+A channel verifies and parses its webhooks into normalized :class:`~gateway.core.schema.Inbound` messages and
+renders and sends a normalized :class:`~gateway.core.schema.Reply`. Everything the channels share — the body
 size limit, duplicate drop, publishing with confirm, the status codes, retries and rate limits of
-delivery, metrics — lives once in :mod:`gateway.ingress` and :mod:`gateway.delivery`.
+delivery, metrics — lives once in :mod:`channels.ingress` and :mod:`channels.delivery`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.schema import Inbound, Reply
+from channels.ratelimit import RateLimit
+from gateway.core.schema import Inbound, Reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +84,6 @@ class RetryLater(SendError):
 
 class Refused(SendError):
     """A permanent refusal (the user blocked the bot, unknown chat, 400): dead-lettered, never retried."""
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """How fast the sender may go, so that limits are respected rather than discovered through 429s."""
-
-    per_second: float | None = None  # across the whole channel
-    per_chat_interval: float | None = None  # minimum seconds between two messages to one chat
 
 
 class Progress:

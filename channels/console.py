@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from channels.base import Channel, Progress
 from channels.text import button_by_number, numbered_choices
-from gateway.schema import Button, ButtonPress, Reply
+from gateway.core.schema import Button, ButtonPress, Reply
 
 
 def render_text(reply: Reply) -> str:

@@ -1,13 +1,20 @@
-"""The channels the settings switch on, built from them in one place."""
+"""The channels the settings switch on, built from them in one place (and the pollers some of them need)."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from channels.base import Channel
-from gateway.settings import Settings, SettingsError
-from gateway.store.base import Store
+from gateway.core.errors import SettingsError
+from gateway.core.settings import Settings
+from gateway.core.store.base import Store
+
+if TYPE_CHECKING:
+    from channels.telegram import TelegramChannel
+    from channels.telegram_polling import TelegramPoller
 
 log = logging.getLogger("gateway.channels")
 
@@ -15,12 +22,13 @@ log = logging.getLogger("gateway.channels")
 _TELEGRAM_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
-def build_channels(settings: Settings, store: Store) -> list[Channel]:
+def build_channels(settings: Settings, store: Store, *, web_chat: bool = False) -> list[Channel]:
     """Telegram when its token is set, Slack when token and signing secret are, SMS when all three Twilio
-    settings are. A value the channel cannot use raises :class:`SettingsError` naming the variable."""
+    settings are, the web chat when ``web_chat`` (the process serves HTTP) and ``GATEWAY_WEBCHAT`` are on.
+    A value the channel cannot use raises :class:`SettingsError` naming the variable."""
     channels: list[Channel] = []
     if settings.telegram_enabled:
-        channels.append(_telegram(settings))
+        channels.append(telegram_channel(settings))
     if settings.slack_enabled:
         from channels.slack import SlackChannel
 
@@ -43,15 +51,31 @@ def build_channels(settings: Settings, store: Store) -> list[Channel]:
                 api_url=settings.twilio_api_url,
             )
         )
+    if web_chat and settings.webchat:
+        from channels.webchat import WebChatChannel
+
+        channels.append(WebChatChannel(settings.instance_id))
     return channels
 
 
-def _telegram(settings: Settings) -> Channel:
+def build_pollers(settings: Settings, channels: Sequence[Channel]) -> list[TelegramPoller]:
+    """The long-polling loops the settings ask for (``TELEGRAM_MODE=polling``), one per such channel."""
+    if settings.telegram_mode != "polling":
+        return []
+    from channels.telegram import TelegramChannel
+    from channels.telegram_polling import TelegramPoller
+
+    return [TelegramPoller(channel) for channel in channels if isinstance(channel, TelegramChannel)]
+
+
+def telegram_channel(settings: Settings) -> TelegramChannel:
+    """The Telegram channel of ``TELEGRAM_BOT_TOKEN`` and its secret; :class:`SettingsError` if unusable."""
     from aiogram.utils.token import TokenValidationError  # aiogram takes 2 s to import: only when used
 
     from channels.telegram import TelegramChannel
 
-    assert settings.telegram_bot_token is not None
+    if settings.telegram_bot_token is None:
+        raise SettingsError("TELEGRAM_BOT_TOKEN: not set")
     secret = settings.telegram_webhook_secret
     if secret is not None and not _TELEGRAM_SECRET.fullmatch(secret):
         raise SettingsError(

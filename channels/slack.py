@@ -43,13 +43,13 @@ from channels.base import (
     Endpoint,
     Malformed,
     Progress,
-    RateLimit,
     Refused,
     RetryLater,
     Unauthorized,
     WebhookRequest,
 )
-from gateway.schema import Attachment, ButtonPress, Inbound, Reply
+from channels.ratelimit import RateLimit
+from gateway.core.schema import Attachment, ButtonPress, Inbound, Reply
 
 log = logging.getLogger("gateway.channels.slack")
 

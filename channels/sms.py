@@ -41,15 +41,15 @@ from channels.base import (
     Endpoint,
     Malformed,
     Progress,
-    RateLimit,
     Refused,
     RetryLater,
     Unauthorized,
     WebhookRequest,
 )
+from channels.ratelimit import RateLimit
 from channels.text import numbered_choices
-from gateway.schema import Attachment, Inbound, Reply
-from gateway.store.base import Store
+from gateway.core.schema import Attachment, Inbound, Reply
+from gateway.core.store.base import Store
 
 log = logging.getLogger("gateway.channels.sms")
 _http_log = logging.getLogger("gateway.channels.sms.http")

@@ -2,7 +2,7 @@
 
 Inbound: the ``X-Telegram-Bot-Api-Secret-Token`` header is compared in constant time, the body is parsed
 with aiogram's ``Update`` model, and text messages, bot commands, photos (with their captions) and button
-presses (``callback_query``) become :class:`~gateway.schema.Inbound` messages with the id
+presses (``callback_query``) become :class:`~gateway.core.schema.Inbound` messages with the id
 ``telegram:update:<update_id>``. A button press is answered with ``answerCallbackQuery`` once it is safe in
 the broker, so the client stops spinning. Every other update kind is acknowledged and ignored without
 validating its content, so a kind newer than aiogram never makes Telegram retry it for ever.
@@ -69,14 +69,14 @@ from channels.base import (
     Endpoint,
     Malformed,
     Progress,
-    RateLimit,
     Refused,
     RetryLater,
     Unauthorized,
     WebhookRequest,
 )
+from channels.ratelimit import RateLimit
 from channels.telegram_session import JsonAiohttpSession
-from gateway.schema import Attachment, ButtonPress, Inbound, Reply
+from gateway.core.schema import Attachment, ButtonPress, Inbound, Reply
 
 log = logging.getLogger("gateway.channels.telegram")
 

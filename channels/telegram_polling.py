@@ -25,7 +25,7 @@ from aiogram.types import Update
 
 from channels.base import Accepted
 from channels.telegram import ALLOWED_UPDATES, TelegramChannel
-from gateway.schema import Inbound
+from gateway.core.schema import Inbound
 
 log = logging.getLogger("gateway.channels.telegram.polling")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.schema import Button
+from gateway.core.schema import Button
 
 
 def numbered_choices(

@@ -35,16 +35,15 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from channels.base import Channel, Progress
-from gateway.bus.base import Unavailable
-from gateway.delivery import INSTANCE_META
-from gateway.schema import ButtonPress, Inbound, Reply
+from gateway.core.errors import Unavailable
+from gateway.core.schema import INSTANCE_META, ButtonPress, Inbound, Reply
 
 log = logging.getLogger("gateway.channels.webchat")
 
 CHANNEL = "webchat"
 PAGE_PATH = "/"
 SOCKET_PATH = "/webchat/socket"
-ASSETS = {  # served from gateway/static/ under /webchat/<name>
+ASSETS = {  # served from channels/static/ under /webchat/<name>
     "webchat.js": "text/javascript",
     "webchat.css": "text/css",
     "bot.svg": "image/svg+xml",
@@ -270,7 +269,7 @@ class WebChatChannel(Channel):
     def install(self, app: web.Application, accept: Accept) -> None:
         """Serve the page, its assets and the socket on ``app``; inbound messages go to ``accept``."""
         self._accept = accept
-        static = files("gateway") / "static"
+        static = files("channels") / "static"
         page = (static / "index.html").read_bytes()
         assets = {name: (static / name).read_bytes() for name in ASSETS}
 

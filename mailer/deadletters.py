@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.bus.base import Bus, DeadLetter, Topic, Unavailable
-from gateway.schema import SchemaError, parse_email
-from gateway.settings import Settings
+from gateway.core.bus.base import Bus, DeadLetter, Topic
+from gateway.core.errors import SchemaError, Unavailable
+from gateway.core.schema import parse_email
+from gateway.core.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ async def run_dead_letter_command(
 ) -> int:
     """``gateway mailer dead`` / ``gateway mailer replay`` against the configured broker; the exit status."""
     if bus is None:
-        from gateway.app import build_bus
+        from gateway.core.services import build_bus
 
         bus = build_bus(settings)
     try:

@@ -1,4 +1,4 @@
-"""Turn an :class:`~gateway.schema.EmailJob` into the exact email that goes on the wire.
+"""Turn an :class:`~gateway.core.schema.EmailJob` into the exact email that goes on the wire.
 
 The same job always gives the same message (Date from ``created_at``, Message-ID from ``id``), so a
 retried or replayed job is recognisable downstream.
@@ -20,7 +20,7 @@ from email import utils as email_utils
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-from gateway.schema import EmailJob
+from gateway.core.schema import EmailJob
 from mailer.transport import PermanentMailError
 
 log = logging.getLogger(__name__)

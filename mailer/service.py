@@ -33,12 +33,13 @@ import uuid
 from email.message import EmailMessage
 from typing import NoReturn
 
-from gateway.bus.base import Bus, Delivery, Rejected, Subscription, Topic, Unavailable
-from gateway.faults import FaultPoints
-from gateway.metrics import Metrics
-from gateway.schema import EmailJob, SchemaError, parse_email
-from gateway.store.base import Store, StoreUnavailable
-from gateway.store.effects import SentRecords
+from gateway.core.bus.base import Bus, Delivery, Subscription, Topic
+from gateway.core.errors import Rejected, SchemaError, StoreUnavailable, Unavailable
+from gateway.core.faults import FaultPoints
+from gateway.core.metrics import Metrics
+from gateway.core.schema import EmailJob, parse_email
+from gateway.core.store.base import Store
+from gateway.core.store.effects import SentRecords
 from mailer.message import build_message, parse_sender
 from mailer.transport import MailTransport, PermanentMailError, TemporaryMailError
 

@@ -17,7 +17,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from gateway.settings import SmtpSettings
+from gateway.core.settings import SmtpSettings
 from mailer.transport import MailTransport, PermanentMailError, TemporaryMailError
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,9 @@ import aio_pika
 import pytest
 from yarl import URL
 
-from gateway.bus.base import BusUnavailable, Delivery, Envelope, Rejected, Topic
-from gateway.bus.rabbit import RabbitBus, Topology, TopologyConflict
+from gateway.core.bus.base import Delivery, Envelope, Topic
+from gateway.core.bus.rabbit import RabbitBus, Topology, TopologyConflict
+from gateway.core.errors import BusUnavailable, Rejected
 from tests.contract.test_bus import FAST_RETRIES, Watch, delete_topology, envelope, eventually, number
 from tests.faults import TcpProxy
 
@@ -180,8 +181,8 @@ def number_of(message: Envelope) -> int:
 WORKER = textwrap.dedent(
     """
     import asyncio, sys
-    from gateway.bus.base import Topic
-    from gateway.bus.rabbit import RabbitBus
+    from gateway.core.bus.base import Topic
+    from gateway.core.bus.rabbit import RabbitBus
 
     async def main():
         bus = RabbitBus(sys.argv[1], prefix=sys.argv[2], partitions=2, rebalance_interval=0)

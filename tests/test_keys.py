@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from gateway.keys import KeyBuilder, escape
-from gateway.schema import ConversationKey
+from gateway.core.schema import ConversationKey
+from gateway.core.store.keys import KeyBuilder, escape
 
 KEYS = KeyBuilder("gw")
 # Ids built mostly from the characters that could break a tag or a separator.

@@ -1,4 +1,4 @@
-"""Several envelopes in one broker message (gateway/bus/packing.py): what goes in comes out, or an error."""
+"""Several envelopes in one broker message (gateway/core/bus/packing.py): what goes in comes out, or an error."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.bus.base import Envelope
-from gateway.bus.packing import MAX_BYTES, MAX_ENVELOPES, MalformedPack, chunks, pack, unpack
+from gateway.core.bus.base import Envelope
+from gateway.core.bus.packing import MAX_BYTES, MAX_ENVELOPES, MalformedPack, chunks, pack, unpack
 
 texts = st.text(max_size=20)
 envelopes = st.builds(

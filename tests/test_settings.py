@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import Settings, SettingsError, parse_duration
+from gateway.core.durations import parse_duration
+from gateway.core.errors import SettingsError
+from gateway.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,7 +110,7 @@ def test_durations() -> None:
 def test_cli_stops_with_one_line_and_no_traceback(command: str, tmp_path: Path) -> None:
     env = {**os.environ, "GATEWAY_PORT": "not-a-port"}
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", command],
+        [sys.executable, "-m", "gateway.app.cli", command],
         capture_output=True,
         text=True,
         env=env,
@@ -124,7 +126,7 @@ def test_cli_stops_with_one_line_and_no_traceback(command: str, tmp_path: Path) 
 def test_split_roles_refuse_the_embedded_bus(command: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", command],
+        [sys.executable, "-m", "gateway.app.cli", command],
         capture_output=True,
         text=True,
         env=env,
@@ -141,7 +143,7 @@ def test_check_with_a_path_works_outside_a_project_folder(tmp_path: Path) -> Non
     """`gateway check PATH` does not need GATEWAY_STORIES to exist; templates are read beside PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "check", str(ROOT / "config" / "stories")],
+        [sys.executable, "-m", "gateway.app.cli", "check", str(ROOT / "config" / "stories")],
         capture_output=True,
         text=True,
         env={**env, "PYTHONPATH": str(ROOT)},

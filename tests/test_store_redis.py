@@ -19,10 +19,11 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import Connection
 from redis.exceptions import MaxConnectionsError, ResponseError
 
-from gateway.keys import KeyBuilder
-from gateway.schema import Button, ConversationKey
-from gateway.store.base import Commit, Session, Snapshot, StoreUnavailable
-from gateway.store.redis import RedisStore, pack_command
+from gateway.core.errors import StoreUnavailable
+from gateway.core.schema import Button, ConversationKey
+from gateway.core.store.base import Commit, Session, Snapshot
+from gateway.core.store.keys import KeyBuilder
+from gateway.core.store.redis import RedisStore, pack_command
 from tests.faults import PrivateRedis
 
 KEY = ConversationKey("telegram", "chat-1", "user-1")

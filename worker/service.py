@@ -18,12 +18,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from gateway.bus.base import REPLAY_HEADER, Bus, Delivery, Envelope, Rejected, Subscription, Topic
-from gateway.delivery import INSTANCE_META
-from gateway.faults import FaultPoints
-from gateway.metrics import Metrics
-from gateway.schema import Inbound, SchemaError, parse_inbound
-from gateway.store.base import Commit, Store
+from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, Envelope, Subscription, Topic
+from gateway.core.errors import Rejected, SchemaError
+from gateway.core.faults import FaultPoints
+from gateway.core.metrics import Metrics
+from gateway.core.schema import INSTANCE_META, Inbound, parse_inbound
+from gateway.core.store.base import Commit, Store
 from worker.engine import Engine, Turn
 
 log = logging.getLogger("gateway.worker")

@@ -14,13 +14,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
 from channels.base import Channel, WebhookRequest
-from gateway.bus.base import DeadLetter, Envelope, Topic
-from gateway.bus.memory import MemoryBus
-from gateway.delivery import Deliverer
-from gateway.ingress import Ingress
-from gateway.metrics import Metrics
-from gateway.schema import Inbound, Reply, parse_inbound
-from gateway.store.memory import MemoryStore
+from channels.delivery import Deliverer
+from channels.ingress import Ingress
+from gateway.core.bus.base import DeadLetter, Envelope, Topic
+from gateway.core.bus.memory import MemoryBus
+from gateway.core.metrics import Metrics
+from gateway.core.schema import Inbound, Reply, parse_inbound
+from gateway.core.store.memory import MemoryStore
 from tests.fakes.inbound import SignedRequest
 
 FIXTURES = Path(__file__).parent / "fixtures"

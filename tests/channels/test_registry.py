@@ -8,8 +8,9 @@ from channels.registry import build_channels
 from channels.slack import SlackChannel
 from channels.sms import SmsChannel
 from channels.telegram import TelegramChannel
-from gateway.settings import Settings, SettingsError
-from gateway.store.memory import MemoryStore
+from gateway.core.errors import SettingsError
+from gateway.core.settings import Settings
+from gateway.core.store.memory import MemoryStore
 
 TOKEN = "123456789:AAFakeTokenForTests_abcdefghijklmnop"
 FULL = {

@@ -11,8 +11,8 @@ import pytest
 
 from channels.base import Malformed, Refused, RetryLater, Unauthorized
 from channels.slack import SlackChannel
-from gateway.schema import Button, Image, Reply
-from gateway.store.memory import MemoryStore
+from gateway.core.schema import Button, Image, Reply
+from gateway.core.store.memory import MemoryStore
 from tests.channels.conftest import (
     SpyBus,
     delivering,

@@ -10,8 +10,8 @@ import pytest
 
 from channels.base import Malformed, Refused, RetryLater, Unauthorized
 from channels.sms import LEGACY_OPT_OUT_NAMESPACE, OptOuts, SmsChannel, body_of
-from gateway.schema import Button, Image, Reply
-from gateway.store.memory import MemoryStore
+from gateway.core.schema import Button, Image, Reply
+from gateway.core.store.memory import MemoryStore
 from tests.channels.conftest import (
     PUBLIC_URL,
     SpyBus,

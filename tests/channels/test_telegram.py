@@ -11,12 +11,12 @@ import pytest
 from aiogram.types import BufferedInputFile, Update
 
 from channels.base import Malformed, Refused, RetryLater, Unauthorized, WebhookRequest
+from channels.delivery import SENT_NAMESPACE
 from channels.telegram import CALLBACK_DATA_LIMIT, TelegramChannel, callback_data
-from gateway.bus.base import REPLAY_HEADER, Envelope, Topic
-from gateway.delivery import SENT_NAMESPACE
-from gateway.schema import Button, Image, Reply
-from gateway.store.base import StoreUnavailable
-from gateway.store.memory import MemoryStore
+from gateway.core.bus.base import REPLAY_HEADER, Envelope, Topic
+from gateway.core.errors import StoreUnavailable
+from gateway.core.schema import Button, Image, Reply
+from gateway.core.store.memory import MemoryStore
 from tests.channels.conftest import (
     SpyBus,
     delivering,

@@ -9,10 +9,10 @@ import pytest
 
 from channels.telegram import ALLOWED_UPDATES, TelegramChannel
 from channels.telegram_polling import TelegramPoller
-from gateway.bus.base import BusUnavailable
-from gateway.schema import Inbound
-from gateway.settings import Settings
-from gateway.telegram_cli import TelegramSetupError, set_webhook
+from gateway.app.telegram_cli import TelegramSetupError, set_webhook
+from gateway.core.errors import BusUnavailable
+from gateway.core.schema import Inbound
+from gateway.core.settings import Settings
 from tests.fakes import FakeTelegram, telegram_callback_update, telegram_text_update
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from channels.console import ConsoleChannel, render_text
 from channels.text import button_by_number, numbered_choices
-from gateway.schema import Button, ButtonPress, Reply
+from gateway.core.schema import Button, ButtonPress, Reply
 
 BUTTONS = (
     Button(title="Paris", payload="p"),

@@ -1,6 +1,6 @@
-"""The bus contract (gateway/bus/base.py), one suite run on MemoryBus and RabbitBus (classic and quorum).
+"""The bus contract (gateway/core/bus/base.py), one suite run on MemoryBus and RabbitBus (classic and quorum).
 
-Then a few tests of the shared dispatcher itself (gateway/bus/dispatch.py), whose rules both buses use.
+Then a few tests of the shared dispatcher itself (gateway/core/bus/dispatch.py), whose rules both buses use.
 """
 
 from __future__ import annotations
@@ -13,19 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import aio_pika
 import pytest
 
-from gateway.bus.base import (
-    Bus,
-    Delivery,
-    Envelope,
-    Handler,
-    Rejected,
-    Topic,
-    Unavailable,
-    partition_of,
-)
-from gateway.bus.dispatch import Backoff, Dispatcher, RawDelivery
-from gateway.bus.memory import MemoryBus
-from gateway.bus.rabbit import RabbitBus, Topology
+from gateway.core.bus.base import Bus, Delivery, Envelope, Handler, Topic, partition_of
+from gateway.core.bus.dispatch import Backoff, Dispatcher, RawDelivery
+from gateway.core.bus.memory import MemoryBus
+from gateway.core.bus.rabbit import RabbitBus, Topology
+from gateway.core.errors import Rejected, Unavailable
 
 PARTITIONS = 4
 MAX_ATTEMPTS = 3

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.schema import Button, ConversationKey
-from gateway.store.base import Commit, Session, Snapshot, Store
-from gateway.store.memory import MemoryStore
-from gateway.store.redis import RedisStore
+from gateway.core.schema import Button, ConversationKey
+from gateway.core.store.base import Commit, Session, Snapshot, Store
+from gateway.core.store.memory import MemoryStore
+from gateway.core.store.redis import RedisStore
 
 KEY = ConversationKey("telegram", "chat-1", "user-1")
 EXPIRY_DEADLINE = 5.0  # seconds Redis may take past a TTL before a test gives up

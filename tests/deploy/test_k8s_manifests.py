@@ -319,8 +319,8 @@ def console_scripts() -> dict[str, str]:
 
 
 def http_routes() -> set[tuple[str, str]]:
-    """(method, path) of the health routes ``serve`` mounts (gateway/http.py)."""
-    from gateway.http import health_routes
+    """(method, path) of the health routes ``serve`` mounts (gateway/app/http.py)."""
+    from gateway.app.http import health_routes
 
     routes = health_routes(cast(Any, None), cast(Any, None), cast(Any, None))  # only builds closures
     return {(route.method, route.path) for route in routes}
@@ -497,7 +497,8 @@ def reference_problems(objects: list[Obj], external_configmaps: frozenset[str] =
 
 def role_problems(objects: list[Obj]) -> list[str]:
     """One Deployment per role running `gateway ROLE`, one image, documented settings, safe defaults."""
-    from gateway.settings import Settings, SettingsError
+    from gateway.core.errors import SettingsError
+    from gateway.core.settings import Settings
 
     problems = []
     deployments = by_kind(objects, "Deployment")
@@ -583,7 +584,7 @@ def _port(container: Obj, port: int | str) -> int | None:
 
 def probe_problems(objects: list[Obj]) -> list[str]:
     """Probes aim at what each role serves: HTTP routes and port, the SMTP port, the heartbeat file."""
-    from gateway.heartbeat import INTERVAL
+    from gateway.app.heartbeat import INTERVAL
 
     problems = []
     settings = settings_map(objects)
@@ -594,7 +595,7 @@ def probe_problems(objects: list[Obj]) -> list[str]:
     for kind, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"), ("startupProbe", None)):
         get = serve.get(kind, {}).get("httpGet")
         if get is None or (path and get["path"] != path) or ("GET", get["path"]) not in routes:
-            problems.append(f"serve {kind}: {get} is not GET {path or 'a route'} of gateway/http.py")
+            problems.append(f"serve {kind}: {get} is not GET {path or 'a route'} of gateway/app/http.py")
         elif _port(serve, get["port"]) != int(settings["GATEWAY_PORT"]):
             problems.append(
                 f"serve {kind}: port {get['port']} is not GATEWAY_PORT {settings['GATEWAY_PORT']}"
@@ -612,7 +613,7 @@ def probe_problems(objects: list[Obj]) -> list[str]:
         mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
         for kind in ("livenessProbe", "startupProbe"):
             command = container.get(kind, {}).get("exec", {}).get("command", [])
-            if len(command) != 3 or scripts.get(command[0]) != "gateway.heartbeat:check_main":
+            if len(command) != 3 or scripts.get(command[0]) != "gateway.app.heartbeat:check_main":
                 problems.append(f"{role} {kind}: {command} is not `gateway-healthcheck FILE MAX_AGE`")
                 continue
             if command[1] != env.get("GATEWAY_HEARTBEAT_FILE"):
@@ -628,8 +629,8 @@ def probe_problems(objects: list[Obj]) -> list[str]:
 
 def autoscaling_problems(objects: list[Obj]) -> list[str]:
     """The ScaledObject scales the workers, within the partitions, on the inbound partition queues."""
-    from gateway.bus.base import Topic
-    from gateway.bus.rabbit import Topology
+    from gateway.core.bus.base import Topic
+    from gateway.core.bus.rabbit import Topology
 
     problems = []
     settings = settings_map(objects)
@@ -785,7 +786,7 @@ def test_heartbeat_probe_command_works(
     base: list[Obj], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The probe's argv, run through the real `gateway-healthcheck`: healthy when fresh, not when stale."""
-    from gateway.heartbeat import check_main
+    from gateway.app.heartbeat import check_main
 
     command = container_of(deployment(base, "worker"))["livenessProbe"]["exec"]["command"]
     beat = tmp_path / "heartbeat"

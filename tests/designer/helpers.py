@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 STORIES = ROOT / "config" / "stories"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from designer.check import run_check
 from tests.designer.helpers import EMAILS, STORIES, gateway, write
 from worker.engine import load_stories
-from worker.engine.check import run_check
 from worker.engine.reachability import reachable_steps
 
 REACH = """\

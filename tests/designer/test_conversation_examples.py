@@ -35,7 +35,7 @@ def test_every_example_story_has_conversation_tests() -> None:
 def test_gateway_test_as_a_command() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "test", "config/tests"],
+        [sys.executable, "-m", "gateway.app.cli", "test", "config/tests"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from designer.conversation_tests import run_tests
 from tests.designer.helpers import gateway, write
-from worker.conversation_tests import run_tests
 
 STORIES = """\
 bot:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from designer.story_map import build_graph, map_page, to_mermaid, to_svg
+from designer.story_map.layout import layout_map
 from tests.designer.helpers import EMAILS, ROOT, STORIES, gateway, write
 from worker.engine import Stories, load_stories
-from worker.story_map import build_graph, map_page, to_mermaid, to_svg
-from worker.story_map.layout import layout_map
 
 SVG = "{http://www.w3.org/2000/svg}"
 NODE = re.compile(r'^    (\w+)(\["|\(\[")(.*)("\]|"\]\))$')

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class GatewayProcess:
-    """One `python -m gateway.cli ...` child; its stderr and stdout lines are collected as they come."""
+    """One `python -m gateway.app.cli ...` child; its stderr and stdout lines are collected as they come."""
 
     def __init__(self, *args: str, env: Mapping[str, str], cwd: Path = ROOT) -> None:
         self.args = args
@@ -30,7 +30,7 @@ class GatewayProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "gateway.cli",
+            "gateway.app.cli",
             *self.args,
             env=self.env,
             cwd=self.cwd,

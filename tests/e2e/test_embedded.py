@@ -65,7 +65,7 @@ def run_chat(
 
     env = {**os.environ, **clean_env(tmp_path), **(extra_env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "chat", *args],
+        [sys.executable, "-m", "gateway.app.cli", "chat", *args],
         input=lines,
         capture_output=True,
         text=True,

@@ -14,9 +14,9 @@ import subprocess
 
 import aiohttp
 
-from gateway.bus.base import Envelope, Topic
-from gateway.bus.rabbit import RabbitBus
-from gateway.schema import Inbound
+from gateway.core.bus.base import Envelope, Topic
+from gateway.core.bus.rabbit import RabbitBus
+from gateway.core.schema import Inbound
 from tests.e2e.conftest import Start, TelegramUser, sent_texts
 from tests.e2e.procs import GatewayProcess
 from tests.e2e.smtp_sink import SmtpSink

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.bus.base import Envelope, Topic
-from gateway.bus.rabbit import RabbitBus
+from gateway.core.bus.base import Envelope, Topic
+from gateway.core.bus.rabbit import RabbitBus
 from tests.e2e.conftest import Start, TelegramUser, sent_texts
 from tests.e2e.procs import GatewayProcess
 from tests.e2e.smtp_sink import SmtpSink

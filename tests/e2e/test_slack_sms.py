@@ -20,9 +20,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.bus.base import DeadLetter, Delivery, Topic
-from gateway.bus.rabbit import RabbitBus
-from gateway.schema import Inbound, parse_inbound, parse_reply
+from gateway.core.bus.base import DeadLetter, Delivery, Topic
+from gateway.core.bus.rabbit import RabbitBus
+from gateway.core.schema import Inbound, parse_inbound, parse_reply
 from tests.e2e.conftest import STORIES, Start
 from tests.e2e.procs import GatewayProcess
 from tests.e2e.smtp_sink import SmtpSink

@@ -5,8 +5,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from gateway.schema import Button, ButtonPress, EmailJob, Inbound
-from gateway.store.base import Session
+from gateway.core.schema import Button, ButtonPress, EmailJob, Inbound
+from gateway.core.store.base import Session
 from worker.engine import Engine, Stories, StoriesError, Turn, load_stories
 
 NOW = 1_700_000_000.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 from io import StringIO
 from pathlib import Path
 
+from designer.check import run_check
 from tests.engine.helpers import write
 from worker.engine import Problem, StoriesError
-from worker.engine.check import run_check
 
 
 def test_problem_lines_are_file_line_col_message() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.schema import Button, ButtonPress, Inbound
-from gateway.store.base import Session
+from gateway.core.schema import Button, ButtonPress, Inbound
+from gateway.core.store.base import Session
 from tests.engine.helpers import NOW, Chat, load, write
 from worker.engine import Engine, Stories, load_stories
 from worker.engine.engine import MAX_HOPS

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from designer.check import run_check
 from tests.engine.helpers import Chat
 from worker.engine import Stories, load_stories
-from worker.engine.check import run_check
 
 ROOT = Path(__file__).resolve().parents[2]
 STORIES = ROOT / "config" / "stories"

@@ -23,7 +23,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from gateway.settings import SmtpSettings
+from gateway.core.settings import SmtpSettings
 
 USERNAME = "mailer"
 PASSWORD = "s3cret-pässword"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 
-from gateway.bus.base import Envelope, Topic
-from gateway.bus.memory import MemoryBus
-from gateway.schema import EmailJob
-from gateway.settings import Settings
-from gateway.store.memory import MemoryStore
+from gateway.core.bus.base import Envelope, Topic
+from gateway.core.bus.memory import MemoryBus
+from gateway.core.schema import EmailJob
+from gateway.core.settings import Settings
+from gateway.core.store.memory import MemoryStore
 from mailer.deadletters import dead_email_lines, list_dead_emails, replay_dead_emails, run_dead_letter_command
 from mailer.service import Mailer
 from mailer.smtp import SmtpTransport

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.schema import EmailJob
+from gateway.core.schema import EmailJob
 from mailer.message import build_message, clean_header, parse_addresses, parse_sender
 from mailer.transport import PermanentMailError
 

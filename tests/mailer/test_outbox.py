@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.schema import EmailJob
+from gateway.core.schema import EmailJob
 from mailer.message import build_message
 from mailer.outbox import OutboxTransport
 from mailer.transport import TemporaryMailError

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
-from gateway.bus.base import Envelope, Topic
-from gateway.bus.dispatch import Backoff
-from gateway.bus.rabbit import RabbitBus
-from gateway.schema import EmailJob
-from gateway.settings import Settings
-from gateway.store.redis import RedisStore
+from gateway.core.bus.base import Envelope, Topic
+from gateway.core.bus.dispatch import Backoff
+from gateway.core.bus.rabbit import RabbitBus
+from gateway.core.schema import EmailJob
+from gateway.core.settings import Settings
+from gateway.core.store.redis import RedisStore
 from mailer.deadletters import list_dead_emails, run_dead_letter_command
 from mailer.service import Mailer
 from mailer.smtp import SmtpTransport

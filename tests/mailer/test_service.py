@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from gateway.bus.base import Envelope, Topic
-from gateway.bus.memory import MemoryBus
-from gateway.schema import EmailJob
-from gateway.store.base import StoreUnavailable
-from gateway.store.memory import MemoryStore
-from gateway.store.redis import RedisStore
+from gateway.core.bus.base import Envelope, Topic
+from gateway.core.bus.memory import MemoryBus
+from gateway.core.errors import StoreUnavailable
+from gateway.core.schema import EmailJob
+from gateway.core.store.memory import MemoryStore
+from gateway.core.store.redis import RedisStore
 from mailer.outbox import OutboxTransport
 from mailer.service import Mailer
 from mailer.smtp import SmtpTransport

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.schema import EmailJob
+from gateway.core.schema import EmailJob
 from mailer.message import build_message
 from mailer.smtp import SmtpTransport
 from mailer.transport import PermanentMailError, TemporaryMailError

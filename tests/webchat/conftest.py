@@ -14,10 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.app import Gateway, Role
-from gateway.bus.memory import MemoryBus
-from gateway.settings import Settings
-from gateway.store.memory import MemoryStore
+from gateway.app.process import Gateway
+from gateway.app.roles.base import RoleName
+from gateway.core.bus.memory import MemoryBus
+from gateway.core.settings import Settings
+from gateway.core.store.memory import MemoryStore
 from tests.e2e.procs import GatewayProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     """``gateway run`` in this process: every role, the embedded bus and store, the example stories."""
     running = Gateway(
-        settings_for(tmp_path), frozenset(Role), bus=MemoryBus(partitions=4), store=MemoryStore()
+        settings_for(tmp_path), frozenset(RoleName), bus=MemoryBus(partitions=4), store=MemoryStore()
     )
     await running.start()
     yield running

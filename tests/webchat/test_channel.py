@@ -24,11 +24,12 @@ from channels.webchat import (
     WebChatChannel,
     render_reply,
 )
-from gateway.app import Gateway, Role
-from gateway.bus.base import BusUnavailable
-from gateway.bus.memory import MemoryBus
-from gateway.schema import Button, Image, Inbound, Reply
-from gateway.store.memory import MemoryStore
+from gateway.app.process import Gateway
+from gateway.app.roles.base import RoleName
+from gateway.core.bus.memory import MemoryBus
+from gateway.core.errors import BusUnavailable
+from gateway.core.schema import Button, Image, Inbound, Reply
+from gateway.core.store.memory import MemoryStore
 from tests.webchat.conftest import ROOT, Browser, settings_for
 
 WELCOME = ["Hello there! 👋", "I'm the demo bot of this gateway. What's your first name?"]
@@ -289,7 +290,7 @@ async def test_the_page_and_its_assets_are_served_with_a_strict_policy(
 
 
 def test_the_page_script_renders_text_as_text() -> None:
-    script = (ROOT / "gateway" / "static" / "webchat.js").read_text()
+    script = (ROOT / "channels" / "static" / "webchat.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in script
     assert "textContent" in script
@@ -300,7 +301,7 @@ async def test_web_chat_off_serves_neither_page_nor_socket(
 ) -> None:
     gateway = Gateway(
         settings_for(tmp_path, webchat=False),
-        frozenset(Role),
+        frozenset(RoleName),
         bus=MemoryBus(partitions=4),
         store=MemoryStore(),
     )
@@ -319,7 +320,7 @@ async def test_stopping_the_gateway_closes_the_sockets_as_going_away(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     gateway = Gateway(
-        settings_for(tmp_path), frozenset(Role), bus=MemoryBus(partitions=4), store=MemoryStore()
+        settings_for(tmp_path), frozenset(RoleName), bus=MemoryBus(partitions=4), store=MemoryStore()
     )
     await gateway.start()
     assert gateway.address is not None

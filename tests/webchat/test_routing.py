@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import load_engine
-from gateway.bus.base import Delivery, Envelope, Handler, Topic
-from gateway.bus.memory import MemoryBus
-from gateway.schema import Inbound, parse_reply
-from gateway.store.memory import MemoryStore
+from gateway.core.bus.base import Delivery, Envelope, Handler, Topic
+from gateway.core.bus.memory import MemoryBus
+from gateway.core.schema import Inbound, parse_reply
+from gateway.core.store.memory import MemoryStore
 from tests.webchat.conftest import settings_for
+from worker.reload import load_engine
 from worker.service import StoryWorker
 
 

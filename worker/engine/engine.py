@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gateway.schema import Button, EmailJob, Image, Inbound, Reply
-from gateway.store.base import Session
+from gateway.core.schema import Button, EmailJob, Image, Inbound, Reply
+from gateway.core.store.base import Session
 from worker.engine.conditions import Condition
 from worker.engine.entities import FINDERS, clean_address, region_of, split_addresses
 from worker.engine.model import (

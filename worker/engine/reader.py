@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from gateway.settings import parse_duration
+from gateway.core.durations import parse_duration
 from worker.engine.conditions import Condition, compile_condition
 from worker.engine.model import Where
 from worker.engine.problems import Problem

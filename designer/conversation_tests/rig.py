@@ -1,0 +1,113 @@
+"""One gateway in this process for one conversation test: the real worker, deliverer and mailer path.
+
+The embedded bus and the in-memory store carry the messages; a simulated clock drives the store's
+expiry and the worker's timestamps, so "the session expires here" moves time instead of sleeping.
+Each test gets its own rig, so no state leaks between tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+
+from channels.delivery import Deliverer
+from designer.conversation_tests.capture import CapturingChannel, CapturingTransport
+from gateway.core.bus.base import DeadLetter, Envelope, Topic
+from gateway.core.bus.memory import MemoryBus
+from gateway.core.metrics import Metrics
+from gateway.core.schema import ButtonPress, ConversationKey, Inbound
+from gateway.core.store.base import Commit
+from gateway.core.store.memory import MemoryStore
+from mailer.service import Mailer
+from worker.engine import Engine
+from worker.service import StoryWorker
+
+START_TIME = 1_700_000_000.0
+SECONDS_PER_MESSAGE = 1.0  # simulated time between two messages of the user
+
+
+class SimulatedClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: float = START_TIME) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class InProcessGateway:
+    """Bus, store, story worker, deliverer and mailer for one conversation on one channel."""
+
+    def __init__(
+        self, engine: Engine, key: ConversationKey, *, mail_from: str, metrics: Metrics | None = None
+    ) -> None:
+        self.key = key
+        self.clock = SimulatedClock()
+        metrics = metrics or Metrics()
+        # max_attempts=1: a handler that raises is dead-lettered at once (and reported), never retried
+        # with real back-off sleeps.
+        self.bus = MemoryBus(partitions=1, max_attempts=1)
+        self.store = MemoryStore(clock=self.clock)
+        self.channel = CapturingChannel(key.channel)
+        self.transport = CapturingTransport()
+        self.worker = StoryWorker(self.bus, self.store, lambda: engine, metrics=metrics, clock=self.clock)
+        self.deliverer = Deliverer(
+            self.bus, self.store, {key.channel: self.channel}, metrics, rate_limits=False
+        )
+        self.mailer = Mailer(self.bus, self.store, self.transport, mail_from=mail_from)
+        self._ids = itertools.count(1)
+        self._dead_seen: dict[Topic, int] = dict.fromkeys(Topic, 0)
+
+    async def __aenter__(self) -> InProcessGateway:
+        await self.bus.start()
+        await self.mailer.start(concurrency=1)  # one at a time: emails are captured in the order sent
+        await self.deliverer.start(concurrency=1)
+        await self.worker.start(concurrency=1)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.worker.stop(1.0)
+        await self.deliverer.stop(1.0)
+        await self.mailer.stop(1.0)
+        await self.bus.close()
+
+    async def preset(self, attributes: Mapping[str, str]) -> None:
+        """Give the user these attributes before the conversation starts (as an earlier story would)."""
+        commit = Commit(f"{self.key.channel}:preset", None, dict(attributes))
+        await self.store.commit(self.key, commit)
+
+    async def send(self, text: str, button: ButtonPress | None = None) -> list[DeadLetter]:
+        """One message from the user, handled completely; returns what the pipeline dead-lettered."""
+        self.clock.advance(SECONDS_PER_MESSAGE)
+        number = next(self._ids)
+        message = Inbound(
+            id=f"{self.key.channel}:test:{number}",
+            channel=self.key.channel,
+            chat=self.key.chat,
+            user=self.key.user,
+            channel_message_id=str(number),
+            text=text,
+            button=button,
+            sent_at=self.clock.now,
+        )
+        envelope = Envelope(message.to_json(), message.id, str(message.conversation))
+        await self.bus.publish(Topic.INBOUND, [envelope])
+        await self.bus.join()
+        return await self._new_dead_letters()
+
+    async def session_ttl(self) -> float | None:
+        """The idle TTL of the session open now, or None when there is none."""
+        snapshot = await self.store.load(self.key, "-")
+        return snapshot.session.ttl if snapshot.session is not None else None
+
+    async def _new_dead_letters(self) -> list[DeadLetter]:
+        new: list[DeadLetter] = []
+        for topic in Topic:
+            letters = await self.bus.dead_letters(topic, limit=1_000_000)
+            new.extend(letters[self._dead_seen[topic] :])
+            self._dead_seen[topic] = len(letters)
+        return new

@@ -1,0 +1,242 @@
+"""Play one conversation test through an in-process gateway and check every expectation in order.
+
+Replies and emails are consumed in the order the bot produced them. The check is strict: a reply or an
+email the test does not expect fails the test too (at the user line that caused it), so a test also
+says what the bot does *not* do.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from email.message import EmailMessage
+from email.utils import getaddresses
+from typing import NoReturn
+
+from designer.conversation_tests.failure import (
+    Failure,
+    show_buttons,
+    show_email,
+    show_replies,
+    show_reply,
+    show_text,
+)
+from designer.conversation_tests.model import (
+    ConversationTest,
+    ExpectEmail,
+    ExpectImage,
+    ExpectReply,
+    Item,
+    Press,
+    Say,
+    TextMatch,
+    Wait,
+)
+from designer.conversation_tests.rig import InProcessGateway
+from gateway.core.bus.base import DeadLetter
+from gateway.core.metrics import Metrics
+from gateway.core.schema import ButtonPress, ConversationKey, Reply
+from worker.engine import Engine
+
+
+class _Failed(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.expected)
+        self.failure = failure
+
+
+async def run_conversation(
+    test: ConversationTest, engine: Engine, *, mail_from: str, metrics: Metrics | None = None
+) -> Failure | None:
+    """None when every expectation held; else the first that did not."""
+    key = ConversationKey(test.channel, test.user, test.user)
+    async with InProcessGateway(engine, key, mail_from=mail_from, metrics=metrics) as gateway:
+        if test.user_attributes:
+            await gateway.preset(test.user_attributes)
+        conversation = _Conversation(test, gateway, engine)
+        try:
+            for item in test.items:
+                await conversation.play(item)
+            conversation.nothing_left()
+        except _Failed as failed:
+            return failed.failure
+    return None
+
+
+class _Conversation:
+    def __init__(self, test: ConversationTest, gateway: InProcessGateway, engine: Engine) -> None:
+        self.test = test
+        self.gateway = gateway
+        self.longest_ttl = max(
+            [engine.stories.bot.session_ttl, *(story.ttl for story in engine.stories.stories.values())]
+        )
+        self.replies: deque[Reply] = deque()
+        self.emails: deque[EmailMessage] = deque()
+        self.last: Say | Press | None = None  # the user's latest line
+        self.turn: list[Reply] = []  # every reply to it
+
+    def fail(
+        self, item: Item, expected: str, actual: str, label: str = "bot said", context: str = ""
+    ) -> NoReturn:
+        raise _Failed(Failure(item.where, self.test.name, expected, actual, label, context))
+
+    async def play(self, item: Item) -> None:
+        if isinstance(item, Say | Press | Wait):
+            self.nothing_left()
+        if isinstance(item, Say):
+            await self.send(item, item.text, None)
+        elif isinstance(item, Press):
+            await self.press(item)
+        elif isinstance(item, Wait):
+            await self.wait(item)
+        elif isinstance(item, ExpectReply):
+            self.expect_reply(item)
+        elif isinstance(item, ExpectImage):
+            self.expect_image(item)
+        else:
+            self.expect_email(item)
+
+    # -- the user ---------------------------------------------------------------------------------
+
+    async def send(self, item: Say | Press, text: str, button: ButtonPress | None) -> None:
+        channel, transport = self.gateway.channel, self.gateway.transport
+        replies_before, emails_before = len(channel.replies), len(transport.messages)
+        dead = await self.gateway.send(text, button)
+        self.last = item
+        self.turn = channel.replies[replies_before:]
+        self.replies.extend(self.turn)
+        self.emails.extend(transport.messages[emails_before:])
+        if dead:
+            self.dead_lettered(item, dead[0])
+
+    async def press(self, item: Press) -> None:
+        offered = self.gateway.channel.offered
+        wanted = item.title.strip().casefold()
+        for button in offered:
+            if button.title.strip().casefold() == wanted:
+                await self.send(item, button.title, ButtonPress(payload=button.payload, title=button.title))
+                return
+        shown = " | ".join(button.title for button in offered)
+        self.fail(
+            item,
+            f"a button {show_text(item.title)} to press",
+            f"[{shown}]" if offered else "no buttons so far",
+            "bot offered",
+        )
+
+    async def wait(self, item: Wait) -> None:
+        seconds = item.seconds
+        if seconds is None:  # just past the TTL of the open session (nothing to expire: the longest)
+            seconds = (await self.gateway.session_ttl() or self.longest_ttl) + 1.0
+        self.gateway.clock.advance(seconds)
+
+    def dead_lettered(self, item: Say | Press, letter: DeadLetter) -> NoReturn:
+        self.fail(
+            item,
+            "the message handled all the way (worker, delivery, mailer)",
+            f"{letter.topic} dead-lettered it: {letter.reason}",
+            "gateway",
+        )
+
+    # -- the bot ----------------------------------------------------------------------------------
+
+    def said(self) -> str:
+        """What the user's latest line was, for the context of a failure."""
+        if self.last is None:
+            return "before the first user line"
+        kind = "user" if isinstance(self.last, Say) else "press"
+        return f"after {kind} {show_text(self.last.text if isinstance(self.last, Say) else self.last.title)}"
+
+    def next_reply(self, item: ExpectReply | ExpectImage, expected: str) -> Reply:
+        if not self.replies:
+            context = f"its replies {self.said()}: {show_replies(self.turn)}" if self.turn else ""
+            self.fail(item, expected, f"nothing more {self.said()}", context=context)
+        return self.replies.popleft()
+
+    def expect_reply(self, item: ExpectReply) -> None:
+        reply = self.next_reply(item, str(item.text))
+        if reply.image is not None and not reply.text:
+            self.fail(item, str(item.text), show_reply(reply))
+        if not item.text.matches(reply.text):
+            self.fail(item, str(item.text), show_text(reply.text))
+        if item.buttons is not None and not _buttons_match(item.buttons, reply):
+            wanted = "[" + " | ".join(match.plain for match in item.buttons) + "]" if item.buttons else "none"
+            self.fail(item, f"buttons {wanted}", show_buttons(reply), "bot offered")
+
+    def expect_image(self, item: ExpectImage) -> None:
+        reply = self.next_reply(item, f"image {item.url}")
+        image = reply.image
+        if image is None:
+            self.fail(item, f"image {item.url}", show_reply(reply))
+        if not item.url.matches(image.url):
+            self.fail(item, f"image {item.url}", f"image {image.url}")
+        if item.caption is not None and not item.caption.matches(image.caption or ""):
+            self.fail(item, f"caption {item.caption}", show_text(image.caption or ""))
+
+    def expect_email(self, item: ExpectEmail) -> None:
+        if not self.emails:
+            wanted = f" to {', '.join(item.to)}" if item.to else ""
+            self.fail(item, f"an email{wanted}", f"no more emails {self.said()}", "sent")
+        message = self.emails.popleft()
+        for key, expected in (("to", item.to), ("cc", item.cc)):
+            if expected is not None:
+                got = _addresses(message, key)
+                if sorted(got) != sorted(expected):
+                    self.fail_email(item, key, ", ".join(expected) or "nobody", ", ".join(got) or "nobody")
+        if item.reply_to is not None:
+            got = _addresses(message, "reply-to")
+            if got != [item.reply_to]:
+                self.fail_email(item, "reply_to", item.reply_to, ", ".join(got) or "none")
+        subject = str(message.get("Subject", ""))
+        if item.subject is not None and not item.subject.matches(subject):
+            self.fail_email(item, "subject", str(item.subject), show_text(subject))
+        for key, needles, kind in (
+            ("body_contains", item.body_contains, "plain"),
+            ("html_contains", item.html_contains, "html"),
+        ):
+            body = _body(message, kind)
+            for text in needles:
+                if text not in body:
+                    self.fail_email(item, key, f"{kind} body containing {show_text(text)}", show_text(body))
+
+    def fail_email(self, item: ExpectEmail, key: str, expected: str, actual: str) -> NoReturn:
+        failure = Failure(
+            item.line_of(key), self.test.name, f"{key}: {expected}", actual, f"email {key}" if key in (
+                "to", "cc", "reply_to", "subject") else "email body"
+        )  # fmt: skip
+        raise _Failed(failure)
+
+    def nothing_left(self) -> None:
+        """Everything the bot did so far was expected; fails at the user line that caused the rest."""
+        at = self.last
+        if at is None:
+            return
+        if self.replies:
+            self.fail(
+                at,
+                f"nothing more from the bot {self.said()} (add a 'bot:' line for what it says)",
+                show_replies(list(self.replies)),
+            )
+        if self.emails:
+            self.fail(
+                at,
+                f"no email {self.said()} (add an 'email:' line for it)",
+                "; ".join(show_email(message) for message in self.emails),
+                "sent",
+            )
+
+
+def _buttons_match(expected: tuple[TextMatch, ...], reply: Reply) -> bool:
+    titles = [button.title for button in reply.buttons]
+    return len(titles) == len(expected) and all(m.matches(t) for m, t in zip(expected, titles, strict=True))
+
+
+def _addresses(message: EmailMessage, header: str) -> list[str]:
+    return [address.lower() for _, address in getaddresses([str(v) for v in message.get_all(header, [])])]
+
+
+def _body(message: EmailMessage, kind: str) -> str:
+    part = message.get_body(preferencelist=(kind,))
+    if part is None:
+        return ""
+    content = part.get_content()  # type: ignore[attr-defined]
+    return content if isinstance(content, str) else ""

@@ -1,0 +1,167 @@
+"""The ``gateway`` command: one console script for every role and tool (see OPERATIONS.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.app.process import Gateway, report_startup_error, run_until_signalled
+from gateway.app.roles.base import RoleName, StartupError
+from gateway.core.errors import SettingsError
+from gateway.core.settings import Settings
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Multi-channel chatbot gateway.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="everything in one process (embedded bus and store unless configured)")
+    sub.add_parser("serve", help="HTTP ingress and outbound delivery")
+    worker = sub.add_parser("worker", help="story workers")
+    worker.add_argument("--concurrency", type=int, default=None, help="messages handled at once")
+    mailer = sub.add_parser("mailer", help="send email jobs over SMTP")
+    mailer_sub = mailer.add_subparsers(dest="mailer_command", metavar="ACTION")
+    dead = mailer_sub.add_parser("dead", help="list dead-lettered email jobs")
+    dead.add_argument("--limit", type=int, default=50)
+    replay = mailer_sub.add_parser("replay", help="put dead-lettered email jobs back on the queue")
+    replay.add_argument("--limit", type=int, default=None)
+    telegram = sub.add_parser("telegram", help="Telegram set-up")
+    telegram_sub = telegram.add_subparsers(dest="telegram_command", metavar="ACTION", required=True)
+    set_hook = telegram_sub.add_parser(
+        "set-webhook", help="register GATEWAY_PUBLIC_URL/webhooks/telegram (with the secret) with Telegram"
+    )
+    set_hook.add_argument("--drop-pending", action="store_true", help="discard updates Telegram holds")
+    chat = sub.add_parser("chat", help="talk to the stories in the terminal")
+    chat.add_argument("--user", default="you", help="user id (user attributes persist per id)")
+    check = sub.add_parser("check", help="validate stories and templates")
+    check.add_argument("path", nargs="?", type=Path, default=None)
+    test = sub.add_parser("test", help="run conversation tests (docs/testing.md)")
+    test.add_argument("path", nargs="?", type=Path, default=Path("config/tests"), help="file or folder")
+    test.add_argument("--stories", type=Path, default=None, help="stories folder (default GATEWAY_STORIES)")
+    map_ = sub.add_parser("map", help="draw the stories as a graph: Mermaid text, or SVG (docs/map.md)")
+    map_.add_argument("path", nargs="?", type=Path, default=None, help="stories folder")
+    map_.add_argument("--svg", type=Path, default=None, metavar="FILE", help="write an SVG drawing to FILE")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _require_services(settings: Settings, command: str) -> None:
+    if settings.amqp_url is None:
+        raise SettingsError(
+            f"GATEWAY_AMQP_URL: required by `gateway {command}` (without it only `run` and `chat` work)"
+        )
+    if settings.redis_url is None:
+        raise SettingsError(
+            f"GATEWAY_REDIS_URL: required by `gateway {command}` (without it only `run` and `chat` work)"
+        )
+
+
+def _set_telegram_webhook(settings: Settings, *, drop_pending: bool) -> int:
+    from gateway.app.telegram_cli import TelegramSetupError, set_webhook
+
+    try:
+        url = asyncio.run(set_webhook(settings, drop_pending_updates=drop_pending))
+    except TelegramSetupError as exc:
+        return _fail(str(exc))
+    print(f"Telegram will post updates to {url}")
+    return 0
+
+
+def _run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Run a long-lived role on uvloop when it is installed (faster sockets and callbacks), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def _reads_stories_folder(args: argparse.Namespace) -> bool:
+    """Whether the command uses GATEWAY_STORIES (and so needs the folder to exist)."""
+    command: str = args.command
+    if command in ("check", "map"):
+        return args.path is None
+    if command == "test":
+        return args.stories is None
+    return command in ("run", "worker", "chat")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command: str = args.command
+    try:
+        settings = Settings.from_env(require_stories=_reads_stories_folder(args))
+        if command in ("serve", "worker", "mailer"):
+            _require_services(settings, command)
+    except SettingsError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+
+    if command == "check":
+        from designer.check import run_check
+
+        return run_check(args.path or settings.stories, settings.emails)
+    if command == "telegram":
+        return _set_telegram_webhook(settings, drop_pending=args.drop_pending)
+    if command == "chat":
+        from gateway.app.chat import chat
+
+        return asyncio.run(chat(settings, user=args.user))
+    if command == "test":
+        from designer.conversation_tests import run_tests
+
+        return run_tests(
+            args.path, args.stories or settings.stories, settings.emails, mail_from=settings.mail_from
+        )
+    if command == "map":
+        from designer.story_map.command import run_map
+
+        return run_map(args.path or settings.stories, settings.emails, svg=args.svg)
+    if command == "mailer" and args.mailer_command:
+        from mailer.deadletters import run_dead_letter_command
+
+        return asyncio.run(run_dead_letter_command(settings, args.mailer_command, args.limit))
+
+    _configure_logging(settings.log_level)
+    roles = {
+        "run": frozenset(RoleName),
+        "serve": frozenset({RoleName.SERVE}),
+        "worker": frozenset({RoleName.WORKER}),
+        "mailer": frozenset({RoleName.MAILER}),
+    }[command]
+    if command == "worker" and args.concurrency is not None:
+        if args.concurrency < 1:
+            return _fail("--concurrency must be at least 1", EXIT_USAGE)
+        from dataclasses import replace
+
+        settings = replace(settings, worker_concurrency=args.concurrency)
+    gateway = Gateway(settings, roles)
+    try:
+        _run_fast(run_until_signalled(gateway))
+    except StartupError as exc:
+        return report_startup_error(exc)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The ``worker`` role: story workers on the inbound topic, with hot reload of the stories."""
+
+from __future__ import annotations
+
+from gateway.app.roles.base import Role, Services, StoriesRefused
+from gateway.core.settings import Settings
+from worker.engine import Engine, Stories, StoriesError
+from worker.reload import StoriesReloader, load_engine
+from worker.service import StoryWorker
+
+
+def engine_or_refuse(settings: Settings) -> Engine:
+    """The stories as an engine, or :class:`StoriesRefused` with the lines `gateway check` prints.
+
+    Called before connecting anywhere, so broken stories stop a process at once.
+    """
+    try:
+        return load_engine(settings)
+    except StoriesError as exc:
+        raise StoriesRefused([str(problem) for problem in exc.problems]) from None
+
+
+class WorkerRole(Role):
+    def __init__(self, services: Services, engine: Engine, *, watch: bool) -> None:
+        self.services = services
+        self.engine = engine
+        self.reloader = StoriesReloader(services.settings, self._swap, watch=watch)
+        self.story_worker = StoryWorker(
+            services.bus, services.store, lambda: self.engine, metrics=services.metrics
+        )
+
+    @property
+    def stories(self) -> Stories:
+        """The stories running now (hot reload swaps them between two messages)."""
+        return self.engine.stories
+
+    def _swap(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def start(self) -> None:
+        self.reloader.start()
+        await self.story_worker.start(self.services.settings.worker_concurrency)
+
+    async def stop_intake(self) -> None:
+        await self.reloader.stop()
+
+    async def drain(self, timeout: float) -> None:
+        await self.story_worker.stop(timeout)
+
+    def describe(self) -> list[str]:
+        return [f"stories: {self.services.settings.stories}"]

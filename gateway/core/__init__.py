@@ -1,0 +1,2 @@
+"""The core every part builds on, importing nothing above it: the wire schema, settings, errors,
+durations, metrics, and the bus and store interfaces with their implementations."""

@@ -1,0 +1,156 @@
+"""The bus interface: what every role needs from a message broker, and nothing more.
+
+Two implementations sit beside this module: :mod:`gateway.core.bus.rabbit` (RabbitMQ through aio-pika) and
+:mod:`gateway.core.bus.memory` (in-process, for ``gateway run`` / ``chat`` with no services). One contract
+test suite (``tests/contract/test_bus.py``) runs against both.
+
+Topics and their guarantees
+---------------------------
+``INBOUND`` and ``OUTBOUND`` are *ordered*: each envelope carries a ``key`` (the conversation) and is
+routed to one of ``partitions`` queues by a stable hash of the key. For one key, handler calls never
+overlap and follow publish order, across any number of subscribers: each partition has one active
+consumer at a time (RabbitMQ's single-active-consumer), and a subscriber that dies hands its partitions
+to a standby at once, its unacknowledged messages first. ``EMAIL`` is unordered: subscribers compete.
+
+Acknowledgement (the same for every topic)
+------------------------------------------
+* the handler returns → the message is acknowledged;
+* the handler raises :class:`Rejected` → dead-lettered at once with the reason;
+* the handler raises :class:`Unavailable` (the broker or the store is away) → retried in place with
+  backoff for as long as it takes; it does not count as a failure and order is kept;
+* the handler raises anything else → retried in place up to ``max_attempts`` handler calls, then
+  dead-lettered with the last exception as the reason.
+A message whose handler never finished (the process died) is delivered again, first in its partition.
+So is, with ``redelivered`` set, a message whose handler *did* finish when the implementation carried it
+together with others that did not (:class:`~gateway.core.bus.rabbit.RabbitBus` packs the envelopes published
+in one batch to one queue into one broker message, see :mod:`gateway.core.bus.packing`, and the broker takes
+back a message whole): after a crash, a stop or a rebalance. Handlers are therefore idempotent by
+``message_id`` — the roles are (the worker's commit record, the sent ids of the deliverer and the mailer).
+
+Direct destinations: one process's own queue
+--------------------------------------------
+Some messages must reach one process rather than any subscriber: a web chat reply can only be delivered
+by the ``serve`` instance that holds that browser's socket. :meth:`Bus.publish_direct` puts envelopes on
+the queue of one ``instance`` of a topic (the topic's key, order and acknowledgement rules apply there
+too), and only :meth:`Bus.subscribe_direct` with that instance consumes it. The queue comes into being
+when its instance subscribes and outlives a short absence of it (a reconnect, a restart under the same
+instance id); an envelope for an instance that has no queue is dropped, which ``publish_direct`` reports
+by returning False — it is never an error, because the process that could deliver it is gone.
+"""
+
+from __future__ import annotations
+
+import enum
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+class Topic(enum.StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    EMAIL = "email"
+
+    @property
+    def ordered(self) -> bool:
+        return self is not Topic.EMAIL
+
+
+# On outputs re-published for a message committed before (``x-gateway-*`` names are the bus's own).
+REPLAY_HEADER = "gateway-replay"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One message on the bus: an opaque body plus what routing and de-duplication need."""
+
+    body: bytes
+    message_id: str
+    key: str = ""  # ordering key; required on ordered topics
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An envelope as handed to a handler."""
+
+    envelope: Envelope
+    topic: Topic
+    attempt: int  # 1 on the first handler call for this delivery; grows with in-place retries
+    redelivered: bool  # the broker delivered it before (a consumer died holding it)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    envelope: Envelope
+    topic: Topic
+    reason: str
+    attempts: int
+    failed_at: float
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """Stable across processes and Python versions (``hash()`` is salted per process)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+class Subscription(ABC):
+    @abstractmethod
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Start no new handler calls, let running ones finish (up to ``timeout``), give the rest back."""
+
+
+class Bus(ABC):
+    partitions: int
+    max_attempts: int
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and declare the topology (idempotent)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def publish(self, topic: Topic, envelopes: Sequence[Envelope]) -> None:
+        """Return once the broker has confirmed every envelope; raise :class:`BusUnavailable` if not."""
+
+    @abstractmethod
+    async def subscribe(self, topic: Topic, handler: Handler, *, concurrency: int = 64) -> Subscription:
+        """Call ``handler`` for each message of ``topic`` under the acknowledgement rules above."""
+
+    @abstractmethod
+    async def publish_direct(self, topic: Topic, instance: str, envelopes: Sequence[Envelope]) -> bool:
+        """Publish to the queue of one process (see the module notes), with confirm like :meth:`publish`.
+
+        Returns False when that queue does not exist (its instance is gone): those envelopes are dropped.
+        """
+
+    @abstractmethod
+    async def subscribe_direct(
+        self, topic: Topic, instance: str, handler: Handler, *, concurrency: int = 64
+    ) -> Subscription:
+        """Consume the queue of ``instance`` (creating it), under the acknowledgement rules above."""
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """True when the broker answers now (for ``/readyz``)."""
+
+    @abstractmethod
+    async def dead_letters(self, topic: Topic, limit: int = 100) -> list[DeadLetter]:
+        """Look at (without removing) the oldest dead letters of ``topic``."""
+
+    @abstractmethod
+    async def replay_dead_letters(self, topic: Topic, limit: int | None = None) -> int:
+        """Move dead letters back onto their topic, oldest first; return how many."""
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

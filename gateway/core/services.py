@@ -1,0 +1,41 @@
+"""The bus and the store the settings name: RabbitMQ and Redis, or their in-process stand-ins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.core.bus.base import Bus
+from gateway.core.settings import Settings
+from gateway.core.store.base import Store
+
+
+def build_bus(settings: Settings) -> Bus:
+    """RabbitMQ when ``GATEWAY_AMQP_URL`` is set, else the embedded in-process bus."""
+    if settings.amqp_url is None:
+        from gateway.core.bus.memory import MemoryBus
+
+        return MemoryBus(partitions=settings.partitions, max_attempts=settings.max_attempts)
+    from gateway.core.bus.rabbit import RabbitBus
+
+    return RabbitBus(
+        settings.amqp_url,
+        prefix=settings.queue_prefix,
+        partitions=settings.partitions,
+        queue_type=settings.queue_type,
+        max_attempts=settings.max_attempts,
+    )
+
+
+def build_store(settings: Settings, clock: Callable[[], float] | None = None) -> Store:
+    """Redis when ``GATEWAY_REDIS_URL`` is set, else the in-memory store (on ``clock``, if given)."""
+    if settings.redis_url is None:
+        from gateway.core.store.memory import MemoryStore
+
+        if clock is None:
+            return MemoryStore(processed_ttl=settings.processed_ttl)
+        return MemoryStore(processed_ttl=settings.processed_ttl, clock=clock)
+    from gateway.core.store.redis import RedisStore
+
+    return RedisStore.from_url(
+        settings.redis_url, prefix=settings.redis_prefix, processed_ttl=settings.processed_ttl
+    )

@@ -1,0 +1,282 @@
+"""Settings: one typed, immutable object read once at start from the environment and ``.env``.
+
+Every malformed value raises :class:`SettingsError` naming the variable, which the CLI prints as one
+line before exiting with status 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from gateway.core.durations import parse_duration
+from gateway.core.errors import SettingsError
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    implicit_tls: bool
+    starttls: bool
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    amqp_url: str | None = None
+    redis_url: str | None = None
+    smtp: SmtpSettings | None = None
+    outbox: Path = Path("var/outbox")
+    mail_from: str = "gateway@localhost"
+    stories: Path = Path("config/stories")
+    emails: Path | None = None  # None: the `emails` folder beside the stories folder
+    host: str = "127.0.0.1"
+    port: int = 8080
+    webchat: bool = True
+    public_url: str = "http://127.0.0.1:8080"
+
+    telegram_bot_token: str | None = None
+    telegram_webhook_secret: str | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_mode: str = "webhook"
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from_number: str | None = None
+    twilio_api_url: str = "https://api.twilio.com"
+
+    # Extensions (documented in the README).
+    partitions: int = 16
+    queue_type: str = "classic"
+    queue_prefix: str = "gw"
+    redis_prefix: str = "gw"
+    max_attempts: int = 5
+    processed_ttl: float = 86400.0
+    dedup_ttl: float = 86400.0
+    worker_concurrency: int = 64
+    delivery_concurrency: int = 256
+    max_recipients: int = 10
+    log_level: str = "INFO"
+    connect_timeout: float = 30.0
+    heartbeat_file: Path | None = None
+    metrics_port: int | None = None  # worker and mailer: serve /healthz, /readyz and /metrics on it
+    rate_limits: bool = True
+    watch_stories: bool | None = None  # None: watch in `gateway run`, SIGHUP only elsewhere
+    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+    @property
+    def emails_dir(self) -> Path:
+        """Where email templates (`body_file`, `html_file`) are read from."""
+        return self.emails if self.emails is not None else self.stories.parent / "emails"
+
+    @property
+    def telegram_enabled(self) -> bool:
+        return bool(self.telegram_bot_token)
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_bot_token and self.slack_signing_secret)
+
+    @property
+    def sms_enabled(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_from_number)
+
+    @property
+    def embedded(self) -> bool:
+        """True when neither a broker nor a store is configured (the zero-setup mode)."""
+        return self.amqp_url is None and self.redis_url is None
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        dotenv: Path | None = Path(".env"),
+        *,
+        require_stories: bool = True,
+    ) -> Settings:
+        """Read the settings; the process environment wins over ``.env``.
+
+        ``require_stories=False`` for commands that do not read ``GATEWAY_STORIES`` (a role without stories,
+        or `check PATH`), so they work outside a project folder.
+        """
+        values: dict[str, str] = {}
+        if dotenv is not None and dotenv.is_file():
+            from dotenv import dotenv_values
+
+            values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        return _Reader(values, require_stories).settings()
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str], require_stories: bool = True) -> None:
+        self.env = env
+        self.require_stories = require_stories
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def fail(self, name: str, why: str) -> SettingsError:
+        return SettingsError(f"{name}: {why}")
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise self.fail(name, f"not a valid URL ({exc})") from None
+        if parts.scheme not in schemes:
+            raise self.fail(name, f"URL scheme must be one of {', '.join(schemes)}, got {value!r}")
+        if not parts.hostname:
+            raise self.fail(name, f"URL has no host: {value!r}")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise self.fail(name, f"not an integer: {value!r}") from None
+        if not low <= number <= high:
+            raise self.fail(name, f"{number} is out of range {low}..{high}")
+        return number
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise self.fail(name, f"not a boolean: {value!r} (use true or false)")
+
+    def duration(self, name: str, default: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(name, str(exc)) from None
+        if seconds <= 0:
+            raise self.fail(name, "must be positive")
+        return seconds
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in choices:
+            raise self.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def folder(self, name: str, default: str, must_exist: bool) -> Path:
+        path = Path(self.raw(name) or default)
+        if must_exist and not path.is_dir():
+            raise self.fail(name, f"folder does not exist: {path}")
+        return path
+
+    def smtp(self) -> SmtpSettings | None:
+        name = "GATEWAY_SMTP_URL"
+        value = self.url(name, ("smtp", "smtps"))
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        starttls = query.get("starttls", "false").lower() in ("1", "true", "yes")
+        implicit = parts.scheme == "smtps"
+        if starttls and implicit:
+            raise self.fail(name, "smtps:// already uses TLS; drop ?starttls=true")
+        try:
+            timeout = parse_duration(query.get("timeout", "30"))
+        except ValueError as exc:
+            raise self.fail(name, str(exc)) from None
+        from urllib.parse import unquote
+
+        return SmtpSettings(
+            host=parts.hostname or "localhost",
+            port=parts.port or (465 if implicit else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            implicit_tls=implicit,
+            starttls=starttls,
+            timeout=timeout,
+        )
+
+    def settings(self) -> Settings:
+        host = self.text("GATEWAY_HOST", "127.0.0.1")
+        port = self.integer("GATEWAY_PORT", 8080, 0, 65535)
+        public = self.url("GATEWAY_PUBLIC_URL", ("http", "https")) or f"http://{host}:{port}"
+        http = ("http", "https")
+        queue_prefix = self.text("GATEWAY_QUEUE_PREFIX", "gw")
+        redis_prefix = self.text("GATEWAY_REDIS_PREFIX", "gw")
+        for name, prefix in (("GATEWAY_QUEUE_PREFIX", queue_prefix), ("GATEWAY_REDIS_PREFIX", redis_prefix)):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", prefix):
+                raise self.fail(name, f"use letters, digits, '_', '-' and '.', got {prefix!r}")
+        instance = self.raw("GATEWAY_INSTANCE_ID") or f"{socket.gethostname()}-{os.getpid()}"
+        return Settings(
+            amqp_url=self.url("GATEWAY_AMQP_URL", ("amqp", "amqps")),
+            redis_url=self.url("GATEWAY_REDIS_URL", ("redis", "rediss", "unix")),
+            smtp=self.smtp(),
+            outbox=self.folder("GATEWAY_OUTBOX", "var/outbox", must_exist=False),
+            mail_from=self.text("GATEWAY_MAIL_FROM", "gateway@localhost"),
+            stories=self.folder("GATEWAY_STORIES", "config/stories", must_exist=self.require_stories),
+            emails=Path(emails) if (emails := self.raw("GATEWAY_EMAILS")) else None,
+            host=host,
+            port=port,
+            webchat=self.boolean("GATEWAY_WEBCHAT", True),
+            public_url=public.rstrip("/"),
+            telegram_bot_token=self.raw("TELEGRAM_BOT_TOKEN"),
+            telegram_webhook_secret=self.raw("TELEGRAM_WEBHOOK_SECRET"),
+            telegram_api_url=self.url("TELEGRAM_API_URL", http) or "https://api.telegram.org",
+            telegram_mode=self.choice("TELEGRAM_MODE", "webhook", ("webhook", "polling")),
+            slack_bot_token=self.raw("SLACK_BOT_TOKEN"),
+            slack_signing_secret=self.raw("SLACK_SIGNING_SECRET"),
+            slack_api_url=self.url("SLACK_API_URL", http) or "https://slack.com/api/",
+            twilio_account_sid=self.raw("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=self.raw("TWILIO_AUTH_TOKEN"),
+            twilio_from_number=self.raw("TWILIO_FROM_NUMBER"),
+            twilio_api_url=self.url("TWILIO_API_URL", http) or "https://api.twilio.com",
+            partitions=self.integer("GATEWAY_PARTITIONS", 16, 1, 1024),
+            queue_type=self.choice("GATEWAY_QUEUE_TYPE", "classic", ("classic", "quorum")),
+            queue_prefix=queue_prefix,
+            redis_prefix=redis_prefix,
+            max_attempts=self.integer("GATEWAY_MAX_ATTEMPTS", 5, 1, 100),
+            processed_ttl=self.duration("GATEWAY_PROCESSED_TTL", 86400.0),
+            dedup_ttl=self.duration("GATEWAY_DEDUP_TTL", 86400.0),
+            worker_concurrency=self.integer("GATEWAY_WORKER_CONCURRENCY", 64, 1, 10000),
+            delivery_concurrency=self.integer("GATEWAY_DELIVERY_CONCURRENCY", 256, 1, 10000),
+            max_recipients=self.integer("GATEWAY_MAX_RECIPIENTS", 10, 1, 1000),
+            log_level=self.choice("GATEWAY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+            instance_id=instance,
+            connect_timeout=self.duration("GATEWAY_CONNECT_TIMEOUT", 30.0),
+            rate_limits=self.boolean("GATEWAY_RATE_LIMITS", True),
+            watch_stories=self.boolean("GATEWAY_WATCH_STORIES", True)
+            if self.raw("GATEWAY_WATCH_STORIES") is not None
+            else None,
+            heartbeat_file=Path(hb) if (hb := self.raw("GATEWAY_HEARTBEAT_FILE")) else None,
+            metrics_port=self.integer("GATEWAY_METRICS_PORT", 0, 0, 65535)
+            if self.raw("GATEWAY_METRICS_PORT") is not None
+            else None,
+        )

@@ -1,0 +1,107 @@
+"""The store interface: conversation sessions, user attributes, processed messages, duplicate markers.
+
+Two implementations sit beside this module: :mod:`gateway.core.store.redis` (redis-py asyncio) and
+:mod:`gateway.core.store.memory`. One contract test suite (``tests/contract/test_store.py``) runs against
+both.
+
+A worker handles one inbound message with exactly two calls, each one round trip on Redis:
+:meth:`Store.load` (session + user attributes + "was this message already committed?") and
+:meth:`Store.commit` (new session, attribute changes and the outputs, atomically, keyed by the message
+id). A message redelivered after a crash finds its commit in ``load`` and re-publishes the recorded
+outputs instead of running the story again.
+
+Everything but user attributes and opt-outs expires: sessions after their idle TTL, processed-message
+records after ``processed_ttl``, duplicate markers and leases after the TTL they were set with.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gateway.core.schema import Button, ConversationKey
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A conversation's session: the running story, the step waiting for the next message, values."""
+
+    story: str | None = None
+    step: str | None = None  # the waiting step; None when nothing waits
+    values: Mapping[str, str] = field(default_factory=dict)
+    buttons: tuple[Button, ...] = ()  # the buttons last offered, matched against the next message
+    ttl: float = 1800.0  # idle seconds after which the store forgets the session
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What :meth:`Store.load` returns."""
+
+    session: Session | None
+    user: Mapping[str, str]
+    outputs: tuple[bytes, ...] | None  # recorded outputs when the message was already committed
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """The effects of handling one inbound message, written atomically."""
+
+    message_id: str
+    session: Session | None  # None ends the session
+    user_changes: Mapping[str, str | None] = field(default_factory=dict)  # None deletes the attribute
+    outputs: Sequence[bytes] = ()  # serialized replies and email jobs, published after the commit
+
+
+class Store(ABC):
+    @abstractmethod
+    async def load(self, key: ConversationKey, message_id: str) -> Snapshot:
+        """One round trip: session, the user's attributes, and the commit of ``message_id`` if any."""
+
+    @abstractmethod
+    async def commit(self, key: ConversationKey, commit: Commit) -> bool:
+        """One atomic round trip. False (and nothing written) when ``message_id`` was committed before."""
+
+    @abstractmethod
+    async def user_attributes(self, channel: str, user: str) -> dict[str, str]: ...
+
+    @abstractmethod
+    async def set_opted_out(self, channel: str, user: str, opted_out: bool) -> None:
+        """Record (True) or lift (False) the user's refusal of every message, such as an SMS STOP.
+
+        A fact about the user, kept like their attributes (no time limit) and erased with them.
+        """
+
+    @abstractmethod
+    async def opted_out(self, channel: str, user: str) -> bool: ...
+
+    @abstractmethod
+    async def mark_seen(self, namespace: str, item: str, ttl: float) -> bool:
+        """Record ``item`` for ``ttl`` seconds; True if it was not recorded already."""
+
+    @abstractmethod
+    async def is_seen(self, namespace: str, item: str) -> bool: ...
+
+    @abstractmethod
+    async def forget_seen(self, namespace: str, item: str) -> None:
+        """Remove a marker (an SMS opt-out after START); nothing happens when there is none."""
+
+    @abstractmethod
+    async def lease(self, namespace: str, item: str, holder: str, ttl: float) -> bool:
+        """Take the lease on ``item`` for ``holder``, or extend it when ``holder`` has it, for ``ttl``
+        seconds; False (and nothing changed) while another holder's lease runs.
+
+        For work that competing processes may each hold a copy of (an email job re-published after a
+        crash): only the holder goes ahead, and a holder that died frees the item when its lease ends.
+        """
+
+    @abstractmethod
+    async def release(self, namespace: str, item: str, holder: str) -> None:
+        """End ``holder``'s lease on ``item``; a lease someone else has taken meanwhile stays theirs."""
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """True when the store answers now (for ``/readyz``)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...

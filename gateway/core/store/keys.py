@@ -1,0 +1,51 @@
+"""Redis key names, built in one place.
+
+Every key of one user on one channel carries the same hash tag ``{channel:user}``, so a conversation's
+session, the user's attributes and the processed-message records share one Redis Cluster slot and one
+Lua script may touch them all. Parts are percent-escaped, so an id holding ``:``, ``{`` or ``}`` can
+neither break the tag nor collide with another conversation's keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.core.schema import ConversationKey
+
+_ESCAPES = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D", " ": "%20"})
+
+
+def escape(part: str) -> str:
+    return part.translate(_ESCAPES)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBuilder:
+    prefix: str = "gw"
+
+    def tag(self, channel: str, user: str) -> str:
+        return "{" + escape(channel) + ":" + escape(user) + "}"
+
+    def session(self, key: ConversationKey) -> str:
+        """The conversation's session (JSON: story, waiting step, values); expires after the idle TTL."""
+        return f"{self.prefix}:{self.tag(key.channel, key.user)}:session:{escape(key.chat)}"
+
+    def user(self, channel: str, user: str) -> str:
+        """The user's attributes (a hash); never expires."""
+        return f"{self.prefix}:{self.tag(channel, user)}:user"
+
+    def opt_out(self, channel: str, user: str) -> str:
+        """The user's refusal of every message (an SMS STOP), with when it was recorded; never expires."""
+        return f"{self.prefix}:{self.tag(channel, user)}:optout"
+
+    def processed(self, key: ConversationKey, message_id: str) -> str:
+        """The record of an inbound message already committed, with its outputs; expires."""
+        return f"{self.prefix}:{self.tag(key.channel, key.user)}:done:{escape(message_id)}"
+
+    def seen(self, namespace: str, item: str) -> str:
+        """A duplicate-drop marker (a channel message id, a sent reply or email id); expires."""
+        return f"{self.prefix}:seen:{escape(namespace)}:{escape(item)}"
+
+    def lease(self, namespace: str, item: str) -> str:
+        """Who holds the right to work on an item now (its value is the holder); expires."""
+        return f"{self.prefix}:lease:{escape(namespace)}:{escape(item)}"
