@@ -1,4 +1,5 @@
-"""Several envelopes in one broker message (gateway/core/bus/packing.py): what goes in comes out, or an error."""
+"""Several envelopes in one broker message (gateway/core/bus/packing.py): what goes in comes out, or an
+error."""
 
 from __future__ import annotations
 
