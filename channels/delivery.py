@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Mapping
 from functools import partial
 
@@ -27,6 +26,7 @@ from channels.ratelimit import RateLimit, RateLimiter
 from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, Subscription, Topic
 from gateway.core.errors import Rejected, SchemaError
 from gateway.core.metrics import Metrics
+from gateway.core.retry import full_jitter
 from gateway.core.schema import parse_reply
 from gateway.core.store.base import Store
 from gateway.core.store.effects import SentRecords
@@ -84,7 +84,7 @@ class Deliverer:
 
     def _backoff(self, attempt: int) -> float:
         """Exponential with full jitter."""
-        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
+        return full_jitter(attempt, self.backoff_base, self.backoff_max)
 
     @staticmethod
     def _may_be_sent(delivery: Delivery) -> bool:

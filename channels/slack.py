@@ -49,6 +49,7 @@ from channels.base import (
     WebhookRequest,
 )
 from channels.ratelimit import RateLimit
+from gateway.core.retry import retry_after_seconds
 from gateway.core.schema import Attachment, ButtonPress, Inbound, Reply
 
 log = logging.getLogger("gateway.channels.slack")
@@ -119,15 +120,6 @@ def fallback_text(reply: Reply) -> str:
     if not text and reply.buttons:
         text = " / ".join(b.title for b in reply.buttons)
     return _escape(text)
-
-
-def retry_after_seconds(value: object) -> float | None:
-    """A ``Retry-After`` in seconds (the HTTP-date form is not used by these APIs), else None."""
-    try:
-        seconds = float(str(value).strip())
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds <= 3600 else None
 
 
 def _header(headers: Mapping[str, Any], name: str) -> str | None:

@@ -48,6 +48,7 @@ from channels.base import (
 )
 from channels.ratelimit import RateLimit
 from channels.text import numbered_choices
+from gateway.core.retry import retry_after_seconds
 from gateway.core.schema import Attachment, Inbound, Reply
 from gateway.core.store.base import Store
 
@@ -107,15 +108,6 @@ class OptOuts:
         await self.store.forget_seen(LEGACY_OPT_OUT_NAMESPACE, number)
 
 
-def _seconds(value: object) -> float | None:
-    """A ``Retry-After`` in seconds, else None (Twilio does not promise one)."""
-    try:
-        seconds = float(str(value).strip())
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds <= 3600 else None
-
-
 class _RetryAfter(Exception):
     def __init__(self, status: int, after: float | None) -> None:
         super().__init__(f"HTTP {status}")
@@ -149,7 +141,7 @@ class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
             allow_redirects=allow_redirects,
         )
         if response.status_code == 429:
-            raise _RetryAfter(429, _seconds((response.headers or {}).get("Retry-After")))
+            raise _RetryAfter(429, retry_after_seconds((response.headers or {}).get("Retry-After")))
         return response
 
 

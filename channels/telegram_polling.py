@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiogram.exceptions import (
@@ -25,6 +24,7 @@ from aiogram.types import Update
 
 from channels.base import Accepted
 from channels.telegram import ALLOWED_UPDATES, TelegramChannel
+from gateway.core.retry import full_jitter
 from gateway.core.schema import Inbound
 
 log = logging.getLogger("gateway.channels.telegram.polling")
@@ -159,7 +159,7 @@ class TelegramPoller:
                 await self._pause(failures)
 
     async def _pause(self, failures: int) -> None:
-        await self._sleep(random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))))
+        await self._sleep(full_jitter(failures, self.backoff_base, self.backoff_max))
 
     async def _sleep(self, seconds: float) -> None:
         """Wait, but no longer than until :meth:`stop`."""

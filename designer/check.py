@@ -20,6 +20,16 @@ def format_problems(problems: list[Problem]) -> str:
     return "".join(f"{problem}\n" for problem in problems)
 
 
+def load_or_report(folder: Path | str, emails_dir: Path | str | None, out: TextIO) -> Stories | None:
+    """The stories in ``folder``, or None after writing every problem to ``out`` as `gateway check` does
+    (what `check`, `map` and `test` do first)."""
+    try:
+        return load_stories(Path(folder), Path(emails_dir) if emails_dir is not None else None)
+    except StoriesError as exc:
+        out.write(format_problems(exc.problems))
+        return None
+
+
 def summary(stories: Stories) -> str:
     count = len(stories.stories)
     steps = stories.step_count
@@ -38,10 +48,8 @@ def run_check(
 ) -> int:
     """Load ``folder`` like the gateway does; print the problems or the summary; return the exit code."""
     stream = out if out is not None else sys.stdout
-    try:
-        stories = load_stories(Path(folder), Path(emails_dir) if emails_dir is not None else None)
-    except StoriesError as exc:
-        stream.write(format_problems(exc.problems))
+    stories = load_or_report(folder, emails_dir, stream)
+    if stories is None:
         return 1
     (warnings if warnings is not None else sys.stderr).write(format_problems(unreachable_warnings(stories)))
     stream.write(summary(stories) + "\n")

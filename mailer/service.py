@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import uuid
 from email.message import EmailMessage
@@ -37,6 +36,7 @@ from gateway.core.bus.base import Bus, Delivery, Subscription, Topic
 from gateway.core.errors import Rejected, SchemaError, StoreUnavailable, Unavailable
 from gateway.core.faults import FaultPoints
 from gateway.core.metrics import Metrics
+from gateway.core.retry import full_jitter
 from gateway.core.schema import EmailJob, parse_email
 from gateway.core.store.base import Store
 from gateway.core.store.effects import SentRecords
@@ -232,8 +232,7 @@ class Mailer:
 
     def backoff(self, tries: int) -> float:
         """Full jitter: uniform in [0, min(retry_max, retry_base * 2 ** (tries - 1))]."""
-        ceiling = min(self.retry_max, self.retry_base * 2 ** min(tries - 1, 62))
-        return random.uniform(0.0, ceiling)
+        return full_jitter(tries, self.retry_base, self.retry_max)
 
     def _fail(self, job: EmailJob, reason: str) -> NoReturn:
         self._count("failed")

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from designer.check import format_problems
+from designer.check import format_problems, load_or_report
 from designer.conversation_tests.failure import Failure
 from designer.conversation_tests.model import ConversationFile
 from designer.conversation_tests.reader import read_test_file
 from designer.conversation_tests.runner import run_conversation
 from gateway.core.metrics import Metrics
-from worker.engine import Engine, StoriesError, load_stories
+from worker.engine import Engine
 from worker.engine.loader import story_files
 from worker.engine.problems import Problem
 
@@ -50,10 +50,8 @@ def run_tests(
     if not files:
         stream.write(f"{path}:1:1: no *.yml or *.yaml test files in this folder\n")
         return 1
-    try:
-        stories = load_stories(Path(stories_dir), Path(emails_dir) if emails_dir is not None else None)
-    except StoriesError as exc:
-        stream.write(format_problems(exc.problems))
+    stories = load_or_report(stories_dir, emails_dir, stream)
+    if stories is None:
         stream.write(f"error: the stories in {stories_dir} do not load (see `gateway check`); no test ran\n")
         return 1
     problems: list[Problem] = []

@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from designer.check import format_problems
+from designer.check import load_or_report
 from designer.story_map.graph import build_graph
 from designer.story_map.mermaid import to_mermaid
 from designer.story_map.svg import to_svg
-from worker.engine import StoriesError, load_stories
 
 
 def run_map(
@@ -25,10 +24,8 @@ def run_map(
 ) -> int:
     """Print the map of the stories in ``folder`` (or write it as SVG); return the exit code."""
     stream = out if out is not None else sys.stdout
-    try:
-        stories = load_stories(Path(folder), Path(emails_dir) if emails_dir is not None else None)
-    except StoriesError as exc:
-        stream.write(format_problems(exc.problems))
+    stories = load_or_report(folder, emails_dir, stream)
+    if stories is None:
         return 1
     graph = build_graph(stories)
     if svg is None:

@@ -29,6 +29,11 @@ class SmtpSettings:
     timeout: float
 
 
+def default_instance_id() -> str:
+    """This process's name when ``GATEWAY_INSTANCE_ID`` is not set: host name and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     amqp_url: str | None = None
@@ -72,7 +77,7 @@ class Settings:
     metrics_port: int | None = None  # worker and mailer: serve /healthz, /readyz and /metrics on it
     rate_limits: bool = True
     watch_stories: bool | None = None  # None: watch in `gateway run`, SIGHUP only elsewhere
-    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    instance_id: str = field(default_factory=lambda: default_instance_id())
 
     @property
     def emails_dir(self) -> Path:
@@ -225,53 +230,56 @@ class _Reader:
         )
 
     def settings(self) -> Settings:
-        host = self.text("GATEWAY_HOST", "127.0.0.1")
-        port = self.integer("GATEWAY_PORT", 8080, 0, 65535)
+        d = DEFAULTS  # every default is written once, on the dataclass
+        host = self.text("GATEWAY_HOST", d.host)
+        port = self.integer("GATEWAY_PORT", d.port, 0, 65535)
         public = self.url("GATEWAY_PUBLIC_URL", ("http", "https")) or f"http://{host}:{port}"
         http = ("http", "https")
-        queue_prefix = self.text("GATEWAY_QUEUE_PREFIX", "gw")
-        redis_prefix = self.text("GATEWAY_REDIS_PREFIX", "gw")
+        queue_prefix = self.text("GATEWAY_QUEUE_PREFIX", d.queue_prefix)
+        redis_prefix = self.text("GATEWAY_REDIS_PREFIX", d.redis_prefix)
         for name, prefix in (("GATEWAY_QUEUE_PREFIX", queue_prefix), ("GATEWAY_REDIS_PREFIX", redis_prefix)):
             if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", prefix):
                 raise self.fail(name, f"use letters, digits, '_', '-' and '.', got {prefix!r}")
-        instance = self.raw("GATEWAY_INSTANCE_ID") or f"{socket.gethostname()}-{os.getpid()}"
+        levels = ("debug", "info", "warning", "error")
         return Settings(
             amqp_url=self.url("GATEWAY_AMQP_URL", ("amqp", "amqps")),
             redis_url=self.url("GATEWAY_REDIS_URL", ("redis", "rediss", "unix")),
             smtp=self.smtp(),
-            outbox=self.folder("GATEWAY_OUTBOX", "var/outbox", must_exist=False),
-            mail_from=self.text("GATEWAY_MAIL_FROM", "gateway@localhost"),
-            stories=self.folder("GATEWAY_STORIES", "config/stories", must_exist=self.require_stories),
+            outbox=self.folder("GATEWAY_OUTBOX", str(d.outbox), must_exist=False),
+            mail_from=self.text("GATEWAY_MAIL_FROM", d.mail_from),
+            stories=self.folder("GATEWAY_STORIES", str(d.stories), must_exist=self.require_stories),
             emails=Path(emails) if (emails := self.raw("GATEWAY_EMAILS")) else None,
             host=host,
             port=port,
-            webchat=self.boolean("GATEWAY_WEBCHAT", True),
+            webchat=self.boolean("GATEWAY_WEBCHAT", d.webchat),
             public_url=public.rstrip("/"),
             telegram_bot_token=self.raw("TELEGRAM_BOT_TOKEN"),
             telegram_webhook_secret=self.raw("TELEGRAM_WEBHOOK_SECRET"),
-            telegram_api_url=self.url("TELEGRAM_API_URL", http) or "https://api.telegram.org",
-            telegram_mode=self.choice("TELEGRAM_MODE", "webhook", ("webhook", "polling")),
+            telegram_api_url=self.url("TELEGRAM_API_URL", http) or d.telegram_api_url,
+            telegram_mode=self.choice("TELEGRAM_MODE", d.telegram_mode, ("webhook", "polling")),
             slack_bot_token=self.raw("SLACK_BOT_TOKEN"),
             slack_signing_secret=self.raw("SLACK_SIGNING_SECRET"),
-            slack_api_url=self.url("SLACK_API_URL", http) or "https://slack.com/api/",
+            slack_api_url=self.url("SLACK_API_URL", http) or d.slack_api_url,
             twilio_account_sid=self.raw("TWILIO_ACCOUNT_SID"),
             twilio_auth_token=self.raw("TWILIO_AUTH_TOKEN"),
             twilio_from_number=self.raw("TWILIO_FROM_NUMBER"),
-            twilio_api_url=self.url("TWILIO_API_URL", http) or "https://api.twilio.com",
-            partitions=self.integer("GATEWAY_PARTITIONS", 16, 1, 1024),
-            queue_type=self.choice("GATEWAY_QUEUE_TYPE", "classic", ("classic", "quorum")),
+            twilio_api_url=self.url("TWILIO_API_URL", http) or d.twilio_api_url,
+            partitions=self.integer("GATEWAY_PARTITIONS", d.partitions, 1, 1024),
+            queue_type=self.choice("GATEWAY_QUEUE_TYPE", d.queue_type, ("classic", "quorum")),
             queue_prefix=queue_prefix,
             redis_prefix=redis_prefix,
-            max_attempts=self.integer("GATEWAY_MAX_ATTEMPTS", 5, 1, 100),
-            processed_ttl=self.duration("GATEWAY_PROCESSED_TTL", 86400.0),
-            dedup_ttl=self.duration("GATEWAY_DEDUP_TTL", 86400.0),
-            worker_concurrency=self.integer("GATEWAY_WORKER_CONCURRENCY", 64, 1, 10000),
-            delivery_concurrency=self.integer("GATEWAY_DELIVERY_CONCURRENCY", 256, 1, 10000),
-            max_recipients=self.integer("GATEWAY_MAX_RECIPIENTS", 10, 1, 1000),
-            log_level=self.choice("GATEWAY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
-            instance_id=instance,
-            connect_timeout=self.duration("GATEWAY_CONNECT_TIMEOUT", 30.0),
-            rate_limits=self.boolean("GATEWAY_RATE_LIMITS", True),
+            max_attempts=self.integer("GATEWAY_MAX_ATTEMPTS", d.max_attempts, 1, 100),
+            processed_ttl=self.duration("GATEWAY_PROCESSED_TTL", d.processed_ttl),
+            dedup_ttl=self.duration("GATEWAY_DEDUP_TTL", d.dedup_ttl),
+            worker_concurrency=self.integer("GATEWAY_WORKER_CONCURRENCY", d.worker_concurrency, 1, 10000),
+            delivery_concurrency=self.integer(
+                "GATEWAY_DELIVERY_CONCURRENCY", d.delivery_concurrency, 1, 10000
+            ),
+            max_recipients=self.integer("GATEWAY_MAX_RECIPIENTS", d.max_recipients, 1, 1000),
+            log_level=self.choice("GATEWAY_LOG_LEVEL", d.log_level.lower(), levels).upper(),
+            instance_id=self.raw("GATEWAY_INSTANCE_ID") or default_instance_id(),
+            connect_timeout=self.duration("GATEWAY_CONNECT_TIMEOUT", d.connect_timeout),
+            rate_limits=self.boolean("GATEWAY_RATE_LIMITS", d.rate_limits),
             watch_stories=self.boolean("GATEWAY_WATCH_STORIES", True)
             if self.raw("GATEWAY_WATCH_STORIES") is not None
             else None,
@@ -280,3 +288,6 @@ class _Reader:
             if self.raw("GATEWAY_METRICS_PORT") is not None
             else None,
         )
+
+
+DEFAULTS = Settings()
