@@ -41,7 +41,7 @@ K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
 EXAMPLE = K8S / "overlays" / "example"
 SECRET_EXAMPLE = K8S / "secret.example.yaml"
-OPERATIONS = ROOT.parent / "shared" / "OPERATIONS.md"
+OPERATIONS = ROOT / "docs" / "operations.md"  # the project's copy of the operator's contract
 
 Obj = dict[str, Any]
 
