@@ -1,0 +1,117 @@
+"""The bus's one robust connection to RabbitMQ, from start to close: connecting, declaring the topology of
+:mod:`~gateway.core.bus.rabbit.naming`, and the two long-lived channels (one confirming channel for every
+publish, one for passive declares: pings and counts). The publisher, the dead-letter reader and the
+subscriptions all ask it for the connection, so "not started" and "the broker is away" are told apart in
+one place.
+
+Declaring is idempotent; when the queues already exist with other arguments (another queue type) RabbitMQ
+refuses, and :class:`TopologyConflict` says what to do about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+
+from gateway.core.bus.base import Topic
+from gateway.core.bus.rabbit.channels import CHANNEL_ERRORS
+from gateway.core.bus.rabbit.naming import Topology
+from gateway.core.errors import BusUnavailable
+
+
+class TopologyConflict(RuntimeError):
+    """The queues exist with other arguments (e.g. another queue type): RabbitMQ refuses to redeclare them."""
+
+
+class BrokerConnection:
+    """The robust connection and its two long-lived channels: None until :meth:`open`, again after close."""
+
+    def __init__(self) -> None:
+        self.robust: AbstractRobustConnection | None = None
+        self.publish_channel: AbstractRobustChannel | None = None  # publisher confirms, returns raise
+        self.admin_channel: AbstractRobustChannel | None = None
+
+    async def open(
+        self,
+        url: str,
+        topology: Topology,
+        *,
+        connect_timeout: float,
+        reconnect_interval: float,
+        on_reconnect: Callable[..., None],
+    ) -> None:
+        """Connect and declare ``topology`` (idempotent: nothing to do once open)."""
+        if self.robust is not None:
+            return
+        try:
+            connection = await asyncio.wait_for(
+                aio_pika.connect_robust(
+                    url,
+                    reconnect_interval=reconnect_interval,
+                    client_properties={"connection_name": f"gateway-bus/{topology.prefix}"},
+                ),
+                connect_timeout,
+            )
+        except (*CHANNEL_ERRORS, aio_pika.exceptions.AMQPException) as exc:
+            raise BusUnavailable(f"cannot connect to RabbitMQ: {exc!r}") from exc
+        try:
+            await declare(connection, topology)
+            self.publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self.admin_channel = await connection.channel(publisher_confirms=False)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            await connection.close()
+            raise TopologyConflict(
+                f"RabbitMQ queues {topology.prefix}.* exist with other arguments than "
+                f"queue_type={topology.queue_type!r} asks for; delete them or use another prefix ({exc})"
+            ) from exc
+        except BaseException:
+            await connection.close()
+            raise
+        connection.reconnect_callbacks.add(on_reconnect)
+        self.robust = connection
+
+    async def close(self) -> None:
+        connection, self.robust = self.robust, None
+        self.publish_channel = self.admin_channel = None
+        if connection is not None:
+            await connection.close()
+
+    def require(self) -> AbstractRobustConnection:
+        """The connection, or :class:`BusUnavailable` when the bus is not started or the broker is away."""
+        connection = self.robust
+        if connection is None:
+            raise BusUnavailable("the bus is not started")
+        if connection.is_closed or not connection.connected.is_set():
+            raise BusUnavailable("the connection to RabbitMQ is down")
+        return connection
+
+
+async def declare(connection: AbstractRobustConnection, topology: Topology) -> None:
+    """Declare every exchange and queue of ``topology`` (on a channel of its own, closed afterwards)."""
+    async with connection.channel(publisher_confirms=False) as channel:
+        exchange = await channel.declare_exchange(
+            topology.dead_exchange, aio_pika.ExchangeType.DIRECT, durable=True, robust=False
+        )
+        for topic in Topic:
+            dead = await channel.declare_queue(
+                topology.dead_queue(topic),
+                durable=True,
+                arguments=topology.dead_arguments(),
+                robust=False,
+            )
+            await dead.bind(exchange, routing_key=str(topic), robust=False)
+            for name in topology.queues(topic):
+                await channel.declare_queue(
+                    name, durable=True, arguments=topology.arguments(topic), robust=False
+                )
+            if topic.ordered:
+                await channel.declare_queue(
+                    topology.members_queue(topic),
+                    durable=True,
+                    arguments=topology.members_arguments(),
+                    robust=False,
+                )
