@@ -20,10 +20,11 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import MaxConnectionsError, ResponseError
 
 from gateway.core.errors import StoreUnavailable
+from gateway.core.redis.pipeline import pack_command
 from gateway.core.schema import Button, ConversationKey
 from gateway.core.store.base import Commit, Session, Snapshot
 from gateway.core.store.keys import KeyBuilder
-from gateway.core.store.redis import RedisStore, pack_command
+from gateway.core.store.redis import RedisStore
 from tests.faults import PrivateRedis
 
 KEY = ConversationKey("telegram", "chat-1", "user-1")

@@ -1,2 +1,3 @@
 """The core every part builds on, importing nothing above it: the wire schema, settings, errors,
-durations, metrics, and the bus and store interfaces with their implementations."""
+durations, metrics, a Redis client (``redis``), and the bus and store interfaces with their
+implementations."""

@@ -1,68 +1,43 @@
-"""The Redis store (redis-py asyncio): one Lua script per :meth:`load`, one per :meth:`commit`.
+"""The Redis store: one Lua script per :meth:`~RedisStore.load`, one per :meth:`~RedisStore.commit`.
 
 Each script touches only the keys :class:`~gateway.core.store.keys.KeyBuilder` makes for one (channel,
 user), which share one hash tag, so both scripts are legal on Redis Cluster.
 
-Automatic pipelining: the calls made during one turn of the event loop go out together, as one
-non-transactional pipeline of EVALSHA/SET/EXISTS/... on one pooled connection, and each caller gets its
-own answer or its own error (a failing script does not fail its neighbours; each script stays atomic on
-its own). A lone call is still one round trip; many concurrent calls share one, which saves redis-py's
-per-command cost (pool checkout, health check, timeouts) that dominated the worker's profile. A batch
-holds at most :attr:`RedisStore.max_batch` calls; more make more batches, sent at once on more
-connections. A script Redis has forgotten (NOSCRIPT, after a restart) is loaded and its calls re-sent on
-the same connection, one extra round trip.
+The client is :mod:`gateway.core.redis`: a blocking pool with redis-py's retries off, and automatic
+pipelining, so the store's calls made during one turn of the event loop share one round trip (which saves
+redis-py's per-command cost, that dominated the worker's profile), each with its own answer or error.
 
 Layout: the session is one JSON string (story, step, values, buttons, ttl) with PX = its ttl; the
 user's attributes are a hash with no TTL; a processed message is a list — a format marker, then the
 recorded outputs as they were (Redis strings hold any bytes) — with PX = ``processed_ttl``.
 
-Failures: redis-py's own retries are off (a retried SET NX or commit could misreport "seen"/"committed
-before"), so every connection error, timeout, loading or read-only answer surfaces at once as
-:class:`StoreUnavailable` and the caller retries. A broken connection fails every call of its batch that
-has no answer yet; a commit among them may have been applied, and its retry then returns False, as any
-commit whose answer was lost. The pool blocks when exhausted instead of raising, replaces connections the
-server closed when it hands them out (maintenance notifications off: see :func:`make_client`), and pings
-idle ones before reuse.
+Failures: every connection error, timeout, loading or read-only answer surfaces at once as
+:class:`~gateway.core.errors.StoreUnavailable` and the caller retries (no retries inside: a retried SET NX
+or commit could misreport "seen"/"committed before"). A broken connection fails every call of its batch
+that has no answer yet; a commit among them may have been applied, and its retry then returns False, as
+any commit whose answer was lost.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis import exceptions as redis_errors
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.maint_notifications import MaintNotificationsConfig
+from redis.asyncio import Redis
 from redis.typing import EncodableT
 
-from gateway.core.errors import StoreUnavailable
+from gateway.core.redis.client import make_client
+from gateway.core.redis.pipeline import AutoPipeline
+from gateway.core.redis.scripts import LuaScript
 from gateway.core.schema import Button, ConversationKey
 from gateway.core.store.base import Commit, Session, Snapshot, Store
 from gateway.core.store.keys import KeyBuilder
 
 log = logging.getLogger(__name__)
-
-# Answers that mean "Redis is away or cannot take writes now", never "this call is wrong".
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    redis_errors.ConnectionError,  # includes BusyLoadingError, MaxConnectionsError, pool wait timeout
-    redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,
-    redis_errors.OutOfMemoryError,
-    redis_errors.TryAgainError,
-    redis_errors.ClusterDownError,
-    OSError,
-)
 
 _PROCESSED_MARKER = b"v1"  # first item of a processed list: a commit with no outputs still exists
 
@@ -120,12 +95,6 @@ return 0
 """
 
 
-def _unavailable(exc: BaseException) -> StoreUnavailable:
-    error = StoreUnavailable(f"redis: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
-
-
 def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -157,189 +126,12 @@ def decode_session(raw: bytes) -> Session:
     )
 
 
-def make_client(
-    url: str,
-    *,
-    max_connections: int = 16,
-    socket_timeout: float = 5.0,
-    connect_timeout: float = 2.0,
-    pool_timeout: float = 10.0,
-    health_check_interval: int = 30,
-    **pool_options: Any,
-) -> Redis:
-    """A client on a blocking pool: an exhausted pool waits (up to ``pool_timeout``) instead of raising."""
-    pool_options.setdefault("client_name", "gateway-store")
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=pool_timeout,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=connect_timeout,
-        socket_keepalive=True,
-        health_check_interval=health_check_interval,
-        retry=Retry(NoBackoff(), 0),
-        # With maintenance notifications on (redis-py 8's default, "auto"), the pool skips its check for a
-        # connection the server closed, so the first call after a Redis restart failed on every pooled
-        # connection, and the work it carried waited one more backoff step.
-        maint_notifications_config=MaintNotificationsConfig(enabled=False),
-        **pool_options,
-    )
-    return Redis.from_pool(pool)
-
-
-def pack_command(command: Sequence[EncodableT]) -> bytes:
-    """A command in the Redis protocol (RESP): str as UTF-8, int as decimal, bytes as they are.
-
-    A leaner :meth:`redis.asyncio.connection.Connection.pack_command`, which costs twice as much, for the
-    few argument types this store sends.
-    """
-    parts = [b"*%d\r\n" % len(command)]
-    append = parts.append
-    for arg in command:
-        if isinstance(arg, str):
-            arg = arg.encode()
-        elif isinstance(arg, int) and not isinstance(arg, bool):
-            arg = b"%d" % arg
-        elif not isinstance(arg, bytes):
-            raise TypeError(f"cannot send a {type(arg).__name__} to Redis: {arg!r}")
-        append(b"$%d\r\n" % len(arg))
-        append(arg)
-        append(b"\r\n")
-    return b"".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class LuaScript:
-    source: str
-    sha: str
-
-    @classmethod
-    def of(cls, source: str) -> LuaScript:
-        return cls(source, hashlib.sha1(source.encode()).hexdigest())
-
-
-@dataclass(slots=True)
-class _Call:
-    """One caller's command in a batch, and the future its answer goes to."""
-
-    command: bytes  # packed
-    script: LuaScript | None  # the script an EVALSHA runs, loaded again on NOSCRIPT
-    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-    def answer(self, value: Any) -> None:
-        """Give the caller its reply: a value, an error reply, or StoreUnavailable for 'Redis is away'."""
-        if self.future.done():  # the caller was cancelled
-            return
-        if isinstance(value, _UNAVAILABLE):
-            self.future.set_exception(_unavailable(value))
-        elif isinstance(value, BaseException):
-            self.future.set_exception(value)
-        else:
-            self.future.set_result(value)
-
-
-class AutoPipeline:
-    """Sends the commands issued during one event-loop turn as one pipeline on one pooled connection.
-
-    Nothing waits for company: the flush runs on the loop's next turn, so a lone call goes out at once.
-    """
-
-    def __init__(self, pool: ConnectionPool, *, max_batch: int) -> None:
-        self.pool = pool
-        self.max_batch = max_batch
-        self._pending: deque[_Call] = deque()
-        self._flush_scheduled = False
-        self._sending: set[asyncio.Task[None]] = set()
-
-    async def execute(self, *command: EncodableT, script: LuaScript | None = None) -> Any:
-        call = _Call(pack_command(command), script)  # packed here: a bad argument fails its caller only
-        self._pending.append(call)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-        return await call.future
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        while self._pending:
-            batch: list[_Call] = []
-            while self._pending and len(batch) < self.max_batch:
-                call = self._pending.popleft()
-                if not call.future.done():  # skip callers cancelled before their batch left
-                    batch.append(call)
-            if batch:
-                task = asyncio.get_running_loop().create_task(self._send(batch))
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
-
-    async def _send(self, batch: list[_Call]) -> None:
-        try:
-            connection: AbstractConnection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
-        except BaseException as exc:
-            self._fail(batch, exc)
-            return
-        try:
-            forgotten = await self._exchange(connection, [], batch, reload_on_noscript=True)
-            if forgotten:  # Redis restarted: load the scripts, then re-send the calls that did not run
-                scripts = {call.script.sha: call.script for call in forgotten if call.script is not None}
-                log.info("redis forgot %d script(s); loading them again", len(scripts))
-                loads = [pack_command(("SCRIPT", "LOAD", script.source)) for script in scripts.values()]
-                await self._exchange(connection, loads, forgotten, reload_on_noscript=False)
-        except BaseException as exc:
-            self._fail(batch, exc)  # only the calls still waiting: the others have their answers
-        finally:
-            await self.pool.release(connection)
-
-    @staticmethod
-    def _fail(batch: list[_Call], exc: BaseException) -> None:
-        """Answer every waiting call of a batch that broke; a cancelled batch still answers, then stops."""
-        for call in batch:
-            call.answer(exc if isinstance(exc, Exception) else _unavailable(exc))
-        if not isinstance(exc, Exception):
-            raise exc
-
-    @staticmethod
-    async def _exchange(
-        connection: AbstractConnection,
-        preamble: Sequence[bytes],
-        calls: list[_Call],
-        *,
-        reload_on_noscript: bool,
-    ) -> list[_Call]:
-        """One round trip: send ``preamble`` and the calls' commands, answer each call as its reply is read.
-
-        Returns the calls that met NOSCRIPT (when ``reload_on_noscript``). All replies share one deadline,
-        the connection's socket timeout, instead of redis-py's timer per reply.
-        """
-        forgotten: list[_Call] = []
-        async with asyncio.timeout(connection.socket_timeout):
-            await connection.send_packed_command(b"".join([*preamble, *(call.command for call in calls)]))
-            for _ in preamble:
-                await connection.read_response(timeout=math.inf)  # math.inf: no timer of redis-py's own
-            for call in calls:
-                try:
-                    reply = await connection.read_response(timeout=math.inf)
-                except redis_errors.NoScriptError as error:
-                    if reload_on_noscript:
-                        forgotten.append(call)
-                        continue
-                    reply = error
-                except redis_errors.ResponseError as error:  # this call's error; the stream is still in step
-                    reply = error
-                call.answer(reply)
-        return forgotten
-
-    async def aclose(self) -> None:
-        """Let the batches already sent finish, so their callers get answers before the pool closes."""
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
-
-
 class RedisStore(Store):
     """``RedisStore(url)`` owns its client and closes it; ``RedisStore(client)`` leaves it to the caller.
 
     A given client must not decode responses (outputs are bytes) and should be built like
-    :func:`make_client` (blocking pool, no retries); the pool options here apply only to a URL.
+    :func:`~gateway.core.redis.client.make_client` (blocking pool, no retries); the pool options here
+    apply only to a URL.
     """
 
     def __init__(
@@ -358,6 +150,7 @@ class RedisStore(Store):
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"a Redis key prefix cannot hold a brace (it breaks the hash tag): {prefix!r}")
         if isinstance(redis, str):
+            pool_options.setdefault("client_name", "gateway-store")
             self._client = make_client(
                 redis,
                 max_connections=max_connections,
@@ -400,12 +193,9 @@ class RedisStore(Store):
     def client(self) -> Redis:
         return self._client
 
-    async def _script(self, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableT] = ()) -> Any:
-        return await self._pipeline.execute("EVALSHA", script.sha, len(keys), *keys, *args, script=script)
-
     async def load(self, key: ConversationKey, message_id: str) -> Snapshot:
         keys = self.keys
-        raw_session, raw_user, processed = await self._script(
+        raw_session, raw_user, processed = await self._pipeline.run(
             self._load,
             (keys.session(key), keys.user(key.channel, key.user), keys.processed(key, message_id)),
         )
@@ -448,7 +238,7 @@ class RedisStore(Store):
             _PROCESSED_MARKER,
             *commit.outputs,
         ]
-        written = await self._script(
+        written = await self._pipeline.run(
             self._commit,
             (keys.session(key), keys.user(key.channel, key.user), keys.processed(key, commit.message_id)),
             args,
@@ -482,13 +272,13 @@ class RedisStore(Store):
         await self._pipeline.execute("DEL", self.keys.seen(namespace, item))
 
     async def lease(self, namespace: str, item: str, holder: str, ttl: float) -> bool:
-        taken = await self._script(
+        taken = await self._pipeline.run(
             self._lease, (self.keys.lease(namespace, item),), (holder, _milliseconds(ttl))
         )
         return bool(taken)
 
     async def release(self, namespace: str, item: str, holder: str) -> None:
-        await self._script(self._release, (self.keys.lease(namespace, item),), (holder,))
+        await self._pipeline.run(self._release, (self.keys.lease(namespace, item),), (holder,))
 
     async def ping(self) -> bool:
         try:
