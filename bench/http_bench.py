@@ -54,7 +54,7 @@ from bench.common import (  # noqa: E402
     probe_queue,
     rabbit_vhost,
 )
-from tests.fakes import FakeTelegram, telegram_text_update, telegram_update_request  # noqa: E402
+from tests.support.fakes import FakeTelegram, telegram_text_update, telegram_update_request  # noqa: E402
 
 T = TypeVar("T")
 SECRET = "bench-secret"

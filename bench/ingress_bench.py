@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import delete_keys, free_port, rabbit_vhost  # noqa: E402
-from tests.fakes import (  # noqa: E402
+from tests.support.fakes import (  # noqa: E402
     FakeSlack,
     FakeTelegram,
     SignedRequest,

@@ -41,12 +41,17 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import rabbit_vhost  # noqa: E402
 from gateway.core.bus.base import partition_of  # noqa: E402
-from tests.e2e.conftest import SECRET, TelegramUser, write_stories  # noqa: E402
-from tests.e2e.procs import GatewayProcess  # noqa: E402
-from tests.e2e.smtp_sink import SmtpSink  # noqa: E402
-from tests.e2e.test_exactly_once import queue_depths, wait_until_drained  # noqa: E402
-from tests.fakes import FakeTelegram  # noqa: E402
-from tests.faults import READY, PrivateRedis  # noqa: E402
+from tests.support.deployment import (  # noqa: E402
+    SECRET,
+    TelegramUser,
+    queue_depths,
+    wait_until_drained,
+    write_stories,
+)
+from tests.support.fakes import FakeTelegram  # noqa: E402
+from tests.support.faults import READY, PrivateRedis  # noqa: E402
+from tests.support.processes import GatewayProcess  # noqa: E402
+from tests.support.smtp_sink import SmtpSink  # noqa: E402
 
 SCRIPT = ["hi", "Ada", "help", "the printer is on fire"]
 EXPECTED = ["What's your name?", "Nice to meet you, Ada.", "What is the problem?", "Ticket sent."]

@@ -2,38 +2,31 @@
 
 The whole run gets one RabbitMQ vhost (created with ``rabbitmqctl``, deleted at the end); each test gets
 its own queue prefix inside it and its own Redis key prefix, removed after the test.
+
+Fixtures only: helpers live in :mod:`tests.support`.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-RABBIT_HOST = os.environ.get("TEST_RABBIT_HOST", "127.0.0.1")
-RABBIT_PORT = int(os.environ.get("TEST_RABBIT_PORT", "5672"))
-REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def _rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
+from tests.support.services import RABBIT_HOST, RABBIT_PORT, REDIS_BASE_URL, rabbitmqctl
 
 
 @pytest.fixture(scope="session")
 def rabbit_vhost() -> Iterator[str]:
     vhost = f"gwtest-{uuid.uuid4().hex[:10]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     try:
         yield vhost
     finally:
-        _rabbitmqctl("delete_vhost", vhost)
+        rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +57,10 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client of this test's own, closed after it."""
+    async with aiohttp.ClientSession() as session:
+        yield session

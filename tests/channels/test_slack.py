@@ -13,7 +13,7 @@ from channels.base import Malformed, Refused, RetryLater, Unauthorized
 from channels.slack import SlackChannel
 from gateway.core.schema import Button, Image, Reply
 from gateway.core.store.memory import MemoryStore
-from tests.channels.conftest import (
+from tests.support.channels import (
     SpyBus,
     delivering,
     fixture,
@@ -23,7 +23,7 @@ from tests.channels.conftest import (
     webhook_client,
     webhook_request,
 )
-from tests.fakes import (
+from tests.support.fakes import (
     FakeSlack,
     slack_block_action,
     slack_event_callback,

@@ -12,7 +12,7 @@ from channels.base import Malformed, Refused, RetryLater, Unauthorized
 from channels.sms import LEGACY_OPT_OUT_NAMESPACE, OptOuts, SmsChannel, body_of
 from gateway.core.schema import Button, Image, Reply
 from gateway.core.store.memory import MemoryStore
-from tests.channels.conftest import (
+from tests.support.channels import (
     PUBLIC_URL,
     SpyBus,
     delivering,
@@ -23,7 +23,7 @@ from tests.channels.conftest import (
     webhook_client,
     webhook_request,
 )
-from tests.fakes import FakeTwilio, SignedRequest, twilio_request, twilio_sms_params
+from tests.support.fakes import FakeTwilio, SignedRequest, twilio_request, twilio_sms_params
 
 USER = "+14017122661"
 

@@ -17,7 +17,7 @@ from gateway.core.bus.base import REPLAY_HEADER, Envelope, Topic
 from gateway.core.errors import StoreUnavailable
 from gateway.core.schema import Button, Image, Reply
 from gateway.core.store.memory import MemoryStore
-from tests.channels.conftest import (
+from tests.support.channels import (
     SpyBus,
     delivering,
     fixture,
@@ -27,7 +27,12 @@ from tests.channels.conftest import (
     webhook_client,
     webhook_request,
 )
-from tests.fakes import FakeTelegram, telegram_callback_update, telegram_text_update, telegram_update_request
+from tests.support.fakes import (
+    FakeTelegram,
+    telegram_callback_update,
+    telegram_text_update,
+    telegram_update_request,
+)
 
 SECRET = "s3cret_Token-1"
 

@@ -1,4 +1,4 @@
-"""Long polling against the fake Bot API, and ``gateway telegram set-webhook``."""
+"""Long polling against the fake Bot API (``gateway telegram set-webhook`` is in tests/app)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import pytest
 
 from channels.telegram import ALLOWED_UPDATES, TelegramChannel
 from channels.telegram_polling import TelegramPoller
-from gateway.app.telegram_cli import TelegramSetupError, set_webhook
 from gateway.core.errors import BusUnavailable
 from gateway.core.schema import Inbound
-from gateway.core.settings import Settings
-from tests.fakes import FakeTelegram, telegram_callback_update, telegram_text_update
+from tests.support.fakes import FakeTelegram, telegram_callback_update, telegram_text_update
 
 
 @pytest.fixture
@@ -115,30 +113,3 @@ async def test_stop_interrupts_a_long_poll(channel: TelegramChannel, tg: FakeTel
         await tg.long_polling.wait()
         poller.stop()
         await task
-
-
-async def test_set_webhook_registers_public_url_and_secret(tg: FakeTelegram) -> None:
-    settings = Settings(
-        telegram_bot_token=tg.token,
-        telegram_webhook_secret="s3cret",
-        telegram_api_url=tg.url,
-        public_url="https://bot.example.com",
-    )
-    url = await set_webhook(settings)
-    assert url == "https://bot.example.com/webhooks/telegram"
-    assert tg.webhook["url"] == url
-    assert tg.webhook["secret_token"] == "s3cret"
-    assert tg.webhook["allowed_updates"] == list(ALLOWED_UPDATES)
-
-
-async def test_set_webhook_reports_refusals_in_one_line(tg: FakeTelegram) -> None:
-    settings = Settings(
-        telegram_bot_token=tg.token, telegram_api_url=tg.url, public_url="http://127.0.0.1:8080"
-    )
-    tg.fail_next(1, 400, description="Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
-    with pytest.raises(TelegramSetupError, match="HTTPS URL must be provided"):
-        await set_webhook(settings)
-    with pytest.raises(TelegramSetupError, match="TELEGRAM_BOT_TOKEN"):
-        await set_webhook(Settings(telegram_bot_token="not-a-token", telegram_api_url=tg.url))
-    with pytest.raises(TelegramSetupError, match="TELEGRAM_BOT_TOKEN is not set"):
-        await set_webhook(Settings())

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from designer.check import run_check
-from tests.designer.helpers import EMAILS, STORIES, gateway, write
+from tests.support.designer import gateway, write
+from tests.support.paths import EMAILS, STORIES
 from worker.engine import load_stories
 from worker.engine.reachability import reachable_steps
 

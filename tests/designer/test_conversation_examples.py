@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.designer.helpers import ROOT, TESTS, gateway
+from tests.support.designer import gateway
+from tests.support.paths import ROOT, TESTS
 
 
 def test_gateway_test_runs_the_examples_in_process_in_well_under_a_second(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from designer.conversation_tests import run_tests
-from tests.designer.helpers import gateway, write
+from tests.support.designer import gateway, write
 
 STORIES = """\
 bot:

@@ -11,7 +11,8 @@ import pytest
 
 from designer.story_map import build_graph, map_page, to_mermaid, to_svg
 from designer.story_map.layout import layout_map
-from tests.designer.helpers import EMAILS, ROOT, STORIES, gateway, write
+from tests.support.designer import gateway, write
+from tests.support.paths import EMAILS, ROOT, STORIES
 from worker.engine import Stories, load_stories
 
 SVG = "{http://www.w3.org/2000/svg}"

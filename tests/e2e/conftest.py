@@ -1,69 +1,32 @@
 """Fixtures for whole-gateway tests: separate role processes on the real RabbitMQ and Redis, the fake
-Telegram Bot API and a real SMTP server, all on localhost."""
+Telegram Bot API and a real SMTP server, all on localhost.
+
+Every test collected under this folder is marked ``e2e`` here, so ``pytest -m "not e2e"`` leaves them out
+and a new test cannot forget the mark. Helpers live in :mod:`tests.support` (``deployment``,
+``processes``, ``smtp_sink``, ``fakes``, ``faults``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.e2e.procs import GatewayProcess
-from tests.e2e.smtp_sink import SmtpSink
-from tests.fakes import FakeTelegram, telegram_update_request
+from tests.support.deployment import SECRET, write_stories
+from tests.support.fakes import FakeTelegram
+from tests.support.processes import GatewayProcess, Start
+from tests.support.smtp_sink import SmtpSink
 
-SECRET = "e2e-secret"
-
-STORIES = """\
-bot:
-  fallback: fallback
-stories:
-  greet:
-    triggers: [hi]
-    steps:
-      - id: ask
-        actions:
-          - message: "What's your name?"
-            quick_replies: [Ada, Grace]
-        next: save
-      - id: save
-        actions:
-          - set_user: {Name: "{{@message}}"}
-          - message: "Nice to meet you, {{@user.Name}}."
-  ticket:
-    triggers: [help]
-    steps:
-      - id: ask
-        actions:
-          - message: What is the problem?
-        next: send
-      - id: send
-        actions:
-          - email:
-              to: support@example.com
-              subject: "Ticket from {{@user.Name || 'someone'}}"
-              body: "The user wrote: <<@message>>"
-          - message: Ticket sent.
-  count:
-    triggers: ["re:^n\\\\d+$"]
-    steps:
-      - id: echo
-        actions:
-          - message: "got {{@message}}"
-  fallback:
-    steps:
-      - id: sorry
-        actions:
-          - message: "Sorry, try hi or help."
-"""
+HERE = Path(__file__).resolve().parent
 
 
-def write_stories(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "main.yml").write_text(STORIES)
-    return folder
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``e2e`` every test of this folder (the hook sees the whole session's items: filter by path)."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture
@@ -106,9 +69,6 @@ def role_env(
     }
 
 
-Start = Callable[..., Awaitable[GatewayProcess]]
-
-
 @pytest.fixture
 async def start_role(role_env: dict[str, str]) -> AsyncIterator[Start]:
     """``await start_role("worker", GATEWAY_X="...")`` → a started role process, stopped after the test."""
@@ -125,40 +85,3 @@ async def start_role(role_env: dict[str, str]) -> AsyncIterator[Start]:
     for process in started:
         await process.stop()
         print(f"--- gateway {' '.join(process.args)}:\n{process.output()}")  # shown when a test fails
-
-
-class TelegramUser:
-    """Posts updates to a `serve` process as Telegram would, for one chat."""
-
-    def __init__(self, http: aiohttp.ClientSession, address: str, chat_id: int, first_update: int) -> None:
-        self.http = http
-        self.address = address
-        self.chat_id = chat_id
-        self.next_update = first_update
-
-    async def post(self, update: dict[str, Any], secret: str | None = SECRET) -> int:
-        request = telegram_update_request(update, secret)
-        async with self.http.post(
-            self.address + request.path, data=request.body, headers=request.headers
-        ) as r:
-            return r.status
-
-    async def say(self, text: str) -> int:
-        from tests.fakes import telegram_text_update
-
-        self.next_update += 1
-        return await self.post(telegram_text_update(self.next_update, self.chat_id, text))
-
-    async def press(self, data: str, title: str) -> int:
-        from tests.fakes import telegram_callback_update
-
-        self.next_update += 1
-        return await self.post(telegram_callback_update(self.next_update, self.chat_id, data, title=title))
-
-
-def sent_texts(telegram: FakeTelegram, chat_id: int | None = None) -> list[str]:
-    return [
-        str(c.params.get("text"))
-        for c in telegram.calls_to("sendMessage", ok=True)
-        if chat_id is None or str(c.params.get("chat_id")) == str(chat_id)
-    ]

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.conftest import write_stories
-from tests.e2e.procs import ROOT, GatewayProcess
+from tests.support.deployment import write_stories
+from tests.support.paths import ROOT
+from tests.support.processes import GatewayProcess
 
 
 def stories_dir(tmp_path: Path) -> Path:

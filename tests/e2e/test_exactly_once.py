@@ -7,50 +7,19 @@ publish, or between publish and ack.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import signal
-import subprocess
 
 import aiohttp
 
 from gateway.core.bus.base import Envelope, Topic
 from gateway.core.bus.rabbit import RabbitBus
 from gateway.core.schema import Inbound
-from tests.e2e.conftest import Start, TelegramUser, sent_texts
-from tests.e2e.procs import GatewayProcess
-from tests.e2e.smtp_sink import SmtpSink
-from tests.fakes import FakeTelegram
+from tests.support.deployment import TelegramUser, queue_depths, sent_texts, wait_until_drained
+from tests.support.fakes import FakeTelegram
+from tests.support.processes import GatewayProcess, Start
+from tests.support.smtp_sink import SmtpSink
 
 HELP, TICKET = "telegram:update:7001", "telegram:update:7002"  # the ids of the first two messages below
-
-
-def queue_depths(vhost: str, prefix: str) -> dict[str, int]:
-    """Messages ready or unacknowledged in each of the test's queues."""
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    out = subprocess.run(
-        [ctl, "-q", "list_queues", "-p", vhost, "name", "messages"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    depths = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0].startswith(prefix + ".") and parts[1].isdigit():
-            depths[parts[0]] = int(parts[1])
-    return depths
-
-
-async def wait_until_drained(vhost: str, prefix: str, timeout: float = 20.0) -> None:
-    """Until every work queue of the test is empty and nothing is unacknowledged (dead letters aside)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            busy = {q: n for q, n in queue_depths(vhost, prefix).items() if n and ".dead." not in q}
-            if not busy:
-                return
-            await asyncio.sleep(0.2)  # rabbitmqctl offers no event to wait on
 
 
 async def kill_when_frozen(worker: GatewayProcess, point: str) -> str:

@@ -15,11 +15,11 @@ import pytest
 
 from gateway.core.bus.base import Envelope, Topic
 from gateway.core.bus.rabbit import RabbitBus
-from tests.e2e.conftest import Start, TelegramUser, sent_texts
-from tests.e2e.procs import GatewayProcess
-from tests.e2e.smtp_sink import SmtpSink
-from tests.fakes import FakeTelegram, telegram_text_update
-from tests.faults import PrivateRedis, TcpProxy, free_port
+from tests.support.deployment import TelegramUser, address_of, sent_texts
+from tests.support.fakes import FakeTelegram, telegram_text_update
+from tests.support.faults import PrivateRedis, TcpProxy, free_port
+from tests.support.processes import GatewayProcess, Start
+from tests.support.smtp_sink import SmtpSink
 
 
 async def post_until_accepted(
@@ -34,10 +34,6 @@ async def post_until_accepted(
                 return statuses
             assert statuses[-1] == 503, statuses
             await asyncio.sleep(0.3)  # Telegram's own retry interval is longer; any pause will do
-
-
-async def address_of(serve: GatewayProcess) -> str:
-    return (await serve.wait_for(r"listening on (http://\S+)")).group(1)
 
 
 @pytest.mark.parametrize("service", ["broker", "store"])

@@ -11,10 +11,10 @@ import re
 
 import aiohttp
 
-from tests.e2e.conftest import Start, TelegramUser
-from tests.e2e.procs import GatewayProcess
-from tests.e2e.smtp_sink import SmtpSink
-from tests.fakes import FakeTelegram
+from tests.support.deployment import TelegramUser
+from tests.support.fakes import FakeTelegram
+from tests.support.processes import GatewayProcess, Start
+from tests.support.smtp_sink import SmtpSink
 
 
 async def scrape(http: aiohttp.ClientSession, address: str) -> dict[str, float]:

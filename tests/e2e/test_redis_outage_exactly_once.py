@@ -15,12 +15,11 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.conftest import Start, TelegramUser
-from tests.e2e.smtp_sink import SmtpSink
-from tests.e2e.test_exactly_once import wait_until_drained
-from tests.e2e.test_faults import address_of
-from tests.fakes import FakeTelegram
-from tests.faults import PrivateRedis
+from tests.support.deployment import TelegramUser, address_of, wait_until_drained
+from tests.support.fakes import FakeTelegram
+from tests.support.faults import PrivateRedis
+from tests.support.processes import Start
+from tests.support.smtp_sink import SmtpSink
 
 USERS = 120
 SCRIPT = ["hi", "Ada", "help", "the printer is on fire"]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.conftest import Start, TelegramUser, sent_texts
-from tests.fakes import FakeTelegram
+from tests.support.deployment import TelegramUser, sent_texts
+from tests.support.fakes import FakeTelegram
+from tests.support.processes import Start
 
 NEW_STORIES = """\
 bot:

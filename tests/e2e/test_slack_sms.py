@@ -23,10 +23,8 @@ from aiohttp import web
 from gateway.core.bus.base import DeadLetter, Delivery, Topic
 from gateway.core.bus.rabbit import RabbitBus
 from gateway.core.schema import Inbound, parse_inbound, parse_reply
-from tests.e2e.conftest import STORIES, Start
-from tests.e2e.procs import GatewayProcess
-from tests.e2e.smtp_sink import SmtpSink
-from tests.fakes import (
+from tests.support.deployment import STORIES, address_of
+from tests.support.fakes import (
     FakeSlack,
     FakeTwilio,
     SignedRequest,
@@ -38,6 +36,8 @@ from tests.fakes import (
     twilio_request,
     twilio_sms_params,
 )
+from tests.support.processes import Start
+from tests.support.smtp_sink import SmtpSink
 
 SLACK_SECRET = "e2e-slack-signing-secret"
 PUBLIC_URL = "https://gateway.example.com"  # what Twilio signs; not where serve listens
@@ -136,10 +136,6 @@ async def bus(amqp_url: str, queue_prefix: str) -> AsyncIterator[RabbitBus]:
     await client.start()
     yield client
     await client.close()
-
-
-async def address_of(serve: GatewayProcess) -> str:
-    return (await serve.wait_for(r"listening on (http://\S+)")).group(1)
 
 
 async def post(http: aiohttp.ClientSession, address: str, request: SignedRequest) -> tuple[int, str]:

@@ -8,9 +8,10 @@ import signal
 
 import aiohttp
 
-from tests.e2e.conftest import Start, TelegramUser, sent_texts
-from tests.e2e.smtp_sink import SmtpSink
-from tests.fakes import FakeTelegram
+from tests.support.deployment import TelegramUser, sent_texts
+from tests.support.fakes import FakeTelegram
+from tests.support.processes import Start
+from tests.support.smtp_sink import SmtpSink
 
 
 async def test_conversation_through_separate_processes(
@@ -71,7 +72,7 @@ async def test_duplicate_webhook_delivery_is_handled_once(start_role: Start, tel
     address = (await serve.wait_for(r"listening on (http://\S+)")).group(1)
     async with aiohttp.ClientSession() as http:
         user = TelegramUser(http, address, chat_id=77, first_update=500)
-        from tests.fakes import telegram_text_update
+        from tests.support.fakes import telegram_text_update
 
         update = telegram_text_update(501, 77, "n1")
         assert [await user.post(update) for _ in range(3)] == [200, 200, 200]

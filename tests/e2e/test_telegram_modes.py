@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.e2e.conftest import SECRET, Start, sent_texts
-from tests.e2e.procs import GatewayProcess
-from tests.fakes import FakeTelegram, telegram_text_update
+from tests.support.deployment import SECRET, sent_texts
+from tests.support.fakes import FakeTelegram, telegram_text_update
+from tests.support.processes import GatewayProcess, Start
 
 
 async def test_set_webhook_registers_the_public_url_and_secret(

@@ -13,7 +13,7 @@ from gateway.core.store.memory import MemoryStore
 from mailer.deadletters import dead_email_lines, list_dead_emails, replay_dead_emails, run_dead_letter_command
 from mailer.service import Mailer
 from mailer.smtp import SmtpTransport
-from tests.mailer.conftest import ServerFactory
+from tests.support.smtp_server import ServerFactory
 
 
 def email(job_id: str, to: str, subject: str) -> Envelope:

@@ -17,7 +17,7 @@ from gateway.core.store.redis import RedisStore
 from mailer.deadletters import list_dead_emails, run_dead_letter_command
 from mailer.service import Mailer
 from mailer.smtp import SmtpTransport
-from tests.mailer.conftest import ServerFactory
+from tests.support.smtp_server import ServerFactory
 
 
 def email(job_id: str, to: str = "support@example.com") -> Envelope:

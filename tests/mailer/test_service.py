@@ -22,7 +22,7 @@ from mailer.outbox import OutboxTransport
 from mailer.service import Mailer
 from mailer.smtp import SmtpTransport
 from mailer.transport import MailTransport
-from tests.mailer.conftest import ServerFactory, SmtpServer
+from tests.support.smtp_server import ServerFactory, SmtpServer
 
 SENDER = "gateway@example.com"
 

@@ -15,7 +15,7 @@ from gateway.core.schema import EmailJob
 from mailer.message import build_message
 from mailer.smtp import SmtpTransport
 from mailer.transport import PermanentMailError, TemporaryMailError
-from tests.mailer.conftest import PASSWORD, USERNAME, Certificate, ServerFactory
+from tests.support.smtp_server import PASSWORD, USERNAME, Certificate, ServerFactory
 
 SENDER = "Gateway <gateway@example.com>"
 

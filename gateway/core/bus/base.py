@@ -2,7 +2,7 @@
 
 Two implementations sit beside this module: :mod:`gateway.core.bus.rabbit` (RabbitMQ through aio-pika) and
 :mod:`gateway.core.bus.memory` (in-process, for ``gateway run`` / ``chat`` with no services). One contract
-test suite (``tests/contract/test_bus.py``) runs against both.
+test suite (``tests/core/bus/test_contract.py``) runs against both.
 
 Topics and their guarantees
 ---------------------------

@@ -1,7 +1,7 @@
 """The store interface: conversation sessions, user attributes, processed messages, duplicate markers.
 
 Two implementations sit beside this module: :mod:`gateway.core.store.redis` (redis-py asyncio) and
-:mod:`gateway.core.store.memory`. One contract test suite (``tests/contract/test_store.py``) runs against
+:mod:`gateway.core.store.memory`. One contract test suite (``tests/core/store/test_contract.py``) runs against
 both.
 
 A worker handles one inbound message with exactly two calls, each one round trip on Redis:

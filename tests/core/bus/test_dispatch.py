@@ -1,0 +1,149 @@
+"""The shared dispatcher (gateway/core/bus/dispatch.py), whose rules both buses use: concurrency, keys
+released and resumed, stop, backoff, and work resuming after an outage."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from gateway.core.bus.base import Delivery, Topic
+from gateway.core.bus.dispatch import Backoff, Dispatcher, RawDelivery
+from gateway.core.errors import Unavailable
+from tests.support.bus import Watch, envelope
+
+
+class Acks:
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.buried: list[tuple[str, str, int]] = []
+
+    def raw(self, key: str, n: int, source: int = 0) -> RawDelivery:
+        env = envelope(key, n)
+
+        async def ack() -> None:
+            self.done.append(env.message_id)
+
+        return RawDelivery(env, source, False, ack)
+
+    async def bury(self, raw: RawDelivery, reason: str, attempts: int) -> None:
+        self.buried.append((raw.envelope.message_id, reason, attempts))
+
+
+async def turns(count: int = 20) -> None:
+    """Let every ready task run (no time passes); used to show something does NOT start."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_dispatcher_runs_at_most_concurrency_calls_and_forgets_idle_keys() -> None:
+    acks = Acks()
+    gate = asyncio.Event()
+    started: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        started.append(delivery.envelope.key)
+        await gate.wait()
+
+    dispatcher = Dispatcher(Topic.INBOUND, handler, concurrency=2, max_attempts=3, dead_letter=acks.bury)
+    for n in range(4):
+        dispatcher.submit(acks.raw(f"key-{n}", 0))
+    await turns()
+    assert started == ["key-0", "key-1"]
+    assert dispatcher.lane_count == 4
+    gate.set()
+    await turns()
+    assert len(acks.done) == 4
+    assert dispatcher.lane_count == 0  # the per-key map shrinks back to nothing
+    assert await dispatcher.stop(1.0) == []
+
+
+async def test_dispatcher_release_yields_one_source_and_keeps_the_others_running() -> None:
+    acks = Acks()
+    gate = asyncio.Event()
+    started: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        started.append(delivery.envelope.message_id)
+        if delivery.envelope.key == "held":
+            await gate.wait()
+
+    dispatcher = Dispatcher(Topic.INBOUND, handler, concurrency=8, max_attempts=3, dead_letter=acks.bury)
+    for n in range(3):
+        dispatcher.submit(acks.raw("held", n, source=1))
+    await turns()
+    releasing = asyncio.create_task(dispatcher.release(1, timeout=5.0))
+    await turns()
+    dispatcher.submit(acks.raw("other", 0, source=2))
+    dispatcher.submit(acks.raw("held", 3, source=1))
+    await turns()
+    assert not releasing.done() and started == ["held/0", "other/0"]
+    gate.set()
+    given_back = await releasing
+    assert given_back is not None
+    assert [raw.envelope.message_id for raw in given_back] == ["held/1", "held/2", "held/3"]
+    assert acks.done == ["other/0", "held/0"]
+    dispatcher.submit(acks.raw("held", 4, source=1))
+    await turns()
+    assert started == ["held/0", "other/0"]  # still held until resumed
+    dispatcher.resume(1)
+    await turns()
+    assert started[-1] == "held/4"
+
+
+async def test_dispatcher_stop_cancels_calls_that_outlive_the_timeout_and_gives_them_back() -> None:
+    acks = Acks()
+    never = asyncio.Event()
+
+    async def stuck(delivery: Delivery) -> None:
+        await never.wait()
+
+    dispatcher = Dispatcher(Topic.EMAIL, stuck, concurrency=1, max_attempts=3, dead_letter=acks.bury)
+    dispatcher.submit(acks.raw("", 0))
+    dispatcher.submit(acks.raw("", 1))
+    await turns()
+    given_back = await dispatcher.stop(timeout=0.05)
+    assert [raw.envelope.message_id for raw in given_back] == ["/0", "/1"]
+    assert acks.done == []
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    backoff = Backoff(initial=0.05, maximum=2.0)
+    assert [backoff.delay(n) for n in range(1, 8)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0]
+    assert backoff.delay(500) == 2.0
+
+
+async def test_work_held_up_by_an_outage_resumes_as_soon_as_another_call_succeeds() -> None:
+    """A delivery paused on Unavailable is woken by the first success of its dispatcher (the service is
+    back), not left to its own backoff, so a whole backlog resumes together after an outage."""
+    acks = Acks()
+    service_up = False
+    calls: dict[str, int] = defaultdict(int)
+    watch = Watch()
+
+    async def handler(delivery: Delivery) -> None:
+        calls[delivery.envelope.message_id] += 1
+        watch.changed()
+        if not service_up:
+            raise Unavailable("store away")
+
+    slow_retries = Backoff(initial=30.0, maximum=30.0)  # left alone, the retry would come in 30 s
+    dispatcher = Dispatcher(
+        Topic.INBOUND, handler, concurrency=4, max_attempts=3, dead_letter=acks.bury, backoff=slow_retries
+    )
+    done: list[str] = []
+
+    def raw(key: str) -> RawDelivery:
+        async def ack() -> None:
+            done.append(f"{key}/0")
+            watch.changed()
+
+        return RawDelivery(envelope(key, 0), 0, False, ack)
+
+    for key in ("a", "b", "c"):
+        dispatcher.submit(raw(key))
+    await watch.until(lambda: len(calls) == 3)
+    service_up = True
+    dispatcher.submit(raw("d"))  # the first call after the outage
+    await watch.until(lambda: sorted(done) == ["a/0", "b/0", "c/0", "d/0"], timeout=5.0)
+    assert dict(calls) == {"a/0": 2, "b/0": 2, "c/0": 2, "d/0": 1}
+    assert await dispatcher.stop(timeout=1.0) == []
