@@ -23,6 +23,7 @@ from functools import partial
 
 from channels.base import Channel, Progress, Refused, RetryLater
 from channels.ratelimit import RateLimit, RateLimiter
+from gateway.core import timeline
 from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, Subscription, Topic
 from gateway.core.errors import Rejected, SchemaError
 from gateway.core.metrics import Metrics
@@ -129,7 +130,9 @@ class Deliverer:
                 log.info("reply %s: %s; trying again in %.2f s", reply.id, exc.reason, delay)
                 await asyncio.sleep(delay)
         self.metrics.replies.labels(reply.channel, "sent").inc()
+        timeline.mark("reply.sent", reply.id)
         await self.sent.record(reply.id)
+        timeline.mark("reply.recorded", reply.id)
 
     async def _part_sent(self, reply_id: str, ask_store: bool, call: int) -> bool:
         return await self.sent.was_sent(f"{reply_id}#{call}", ask_store=ask_store)

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from gateway.core import timeline
 from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, Envelope, Subscription, Topic
 from gateway.core.errors import Rejected, SchemaError
 from gateway.core.faults import FaultPoints
@@ -90,6 +91,7 @@ class StoryWorker:
             raise Rejected(str(exc)) from None
         key = message.conversation
         snapshot = await self.store.load(key, message.id)
+        timeline.mark("turn.loaded", message.id)
         outcome = "handled"
         recorded = snapshot.outputs
         if recorded is None:
@@ -108,10 +110,12 @@ class StoryWorker:
             log.info(
                 "message %s was committed before; re-publishing its %d outputs", message.id, len(recorded)
             )
+        timeline.mark("turn.committed", message.id)
         self._faults.reach("after_commit", message.id)
         for topic, envelopes in envelopes_of(message, recorded, outcome == "replayed").items():
             if envelopes:
                 await self._publish(message, topic, envelopes)
+                timeline.mark(f"{topic}.published", message.id)
         self._faults.reach("after_publish", message.id)
         self.metrics.handled.labels(outcome).inc()
         self.metrics.handle_seconds.observe(time.perf_counter() - started)
