@@ -9,6 +9,12 @@ for it (:class:`~gateway.core.store.effects.SentRecords`): the bus's retry of th
 again. A 429 waits for its Retry-After, a 5xx or network error backs off and tries again, a permanent
 refusal is dead-lettered with its reason.
 
+A conversation's replies that arrive together (a turn's, published in one go) are handed over together
+(:class:`~gateway.core.bus.base.RunHandler`): each is sent as soon as the one before it has gone out, and
+its "sent" record is written while the next one is sent, instead of a Redis round trip between every two
+replies. Each is still acknowledged only once recorded; if a record cannot be written the run stops
+there, and the reply already sent after it is recorded, never sent again, when the bus tries again.
+
 A reply whose inbound named a ``serve`` instance (``meta["instance"]``: the web chat, whose browser socket
 only that process holds) comes on that instance's direct destination of the outbound topic instead of the
 shared partitions; the deliverer of that instance consumes both, through the same path.
@@ -17,15 +23,16 @@ shared partitions; the deliverer of that instance consumes both, through the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 from channels.base import Channel, Progress, Refused, RetryLater
 from channels.ratelimit import RateLimit, RateLimiter
 from gateway.core import timeline
-from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, Subscription, Topic
-from gateway.core.errors import Rejected, SchemaError
+from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, RunHandler, RunStopped, Subscription, Topic
+from gateway.core.errors import Rejected, SchemaError, StoreUnavailable
 from gateway.core.metrics import Metrics
 from gateway.core.retry import full_jitter
 from gateway.core.schema import parse_reply
@@ -37,7 +44,7 @@ log = logging.getLogger("gateway.delivery")
 SENT_NAMESPACE = "sent"
 
 
-class Deliverer:
+class Deliverer(RunHandler):
     def __init__(
         self,
         bus: Bus,
@@ -67,16 +74,16 @@ class Deliverer:
         }
         self.instance = instance  # set: also deliver the replies addressed to this process
         self._subscriptions: list[Subscription] = []
+        self._recording: set[asyncio.Task[None]] = set()  # records written while the next reply is sent
+        # Replies sent by a run that then stopped before them (an earlier record failed): their next try
+        # asks the store, since their own record may have been written.
+        self._sent_ahead: set[str] = set()
 
     async def start(self, concurrency: int = 256) -> None:
-        self._subscriptions.append(
-            await self.bus.subscribe(Topic.OUTBOUND, self.handle, concurrency=concurrency)
-        )
+        self._subscriptions.append(await self.bus.subscribe(Topic.OUTBOUND, self, concurrency=concurrency))
         if self.instance is not None:
             self._subscriptions.append(
-                await self.bus.subscribe_direct(
-                    Topic.OUTBOUND, self.instance, self.handle, concurrency=concurrency
-                )
+                await self.bus.subscribe_direct(Topic.OUTBOUND, self.instance, self, concurrency=concurrency)
             )
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -92,7 +99,64 @@ class Deliverer:
         """Only a re-published reply, or one delivered or tried again, can have been sent before."""
         return delivery.redelivered or delivery.attempt > 1 or REPLAY_HEADER in delivery.envelope.headers
 
+    async def __call__(self, delivery: Delivery) -> None:
+        await self.handle(delivery)
+
     async def handle(self, delivery: Delivery) -> None:
+        """Send one reply (unless it went out before), then record it."""
+        sent = await self._send(delivery)
+        if sent is not None:
+            await self._record(sent)
+
+    async def run(self, deliveries: Sequence[Delivery]) -> None:
+        """Replies of one conversation in order, each sent while the record of the one before is written.
+
+        A reply counts as finished once its record is written; the run stops at the first that is not
+        (:class:`~gateway.core.bus.base.RunStopped`), and the bus tries it, and those after it, again.
+        """
+        recording: tuple[int, asyncio.Task[None]] | None = None  # the last reply sent, its record under way
+        for index, delivery in enumerate(deliveries):
+            try:
+                sent = await self._send(delivery)
+            except Exception as exc:
+                await self._recorded(recording, sent_after=None)
+                raise RunStopped(index, exc) from None
+            await self._recorded(recording, sent_after=sent)
+            recording = (index, self._record_soon(sent)) if sent is not None else None
+        await self._recorded(recording, sent_after=None)
+
+    def _record_soon(self, reply_id: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._record(reply_id))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+        return task
+
+    async def _recorded(
+        self, recording: tuple[int, asyncio.Task[None]] | None, sent_after: str | None
+    ) -> None:
+        """Wait for the record of the reply sent before; if it failed, stop the run at that reply.
+
+        ``sent_after``, a reply that went out while that record was under way, is then recorded too (or
+        left to :class:`SentRecords` if the store is still away), and its next try asks the store.
+        """
+        if recording is None:
+            return
+        index, task = recording
+        try:
+            await asyncio.shield(task)  # a run cancelled (stopping) still lets the record finish
+        except Exception as exc:
+            if sent_after is not None:
+                self._sent_ahead.add(sent_after)
+                with contextlib.suppress(StoreUnavailable):  # if not, SentRecords keeps it to record later
+                    await self._record(sent_after)
+            raise RunStopped(index, exc) from None
+
+    async def _record(self, reply_id: str) -> None:
+        await self.sent.record(reply_id)
+        timeline.mark("reply.recorded", reply_id)
+
+    async def _send(self, delivery: Delivery) -> str | None:
+        """Send the reply unless it went out before; its id if it was sent now (to be recorded), else None."""
         try:
             reply = parse_reply(delivery.envelope.body)
         except SchemaError as exc:
@@ -100,15 +164,17 @@ class Deliverer:
         channel = self.channels.get(reply.channel)
         if channel is None:
             raise Rejected(f"channel {reply.channel!r} is not enabled in this gateway")
-        may_be_sent = self._may_be_sent(delivery)
+        may_be_sent = self._may_be_sent(delivery) or reply.id in self._sent_ahead
         recorded_late = self.sent.unrecorded(reply.id)
         if await self.sent.was_sent(reply.id, ask_store=may_be_sent):
+            self._sent_ahead.discard(reply.id)
             if recorded_late:
                 log.info("reply %s: sent while the store was away, recorded now", reply.id)
             else:
                 self.metrics.replies.labels(reply.channel, "duplicate").inc()
                 log.info("reply %s was sent before; dropped", reply.id)
-            return
+            return None
+        self._sent_ahead.discard(reply.id)
         progress = Progress(  # for replies that take several API calls: none of them twice
             check=partial(self._part_sent, reply.id, may_be_sent),
             record=partial(self._record_part, reply.id),
@@ -131,8 +197,7 @@ class Deliverer:
                 await asyncio.sleep(delay)
         self.metrics.replies.labels(reply.channel, "sent").inc()
         timeline.mark("reply.sent", reply.id)
-        await self.sent.record(reply.id)
-        timeline.mark("reply.recorded", reply.id)
+        return reply.id
 
     async def _part_sent(self, reply_id: str, ask_store: bool, call: int) -> bool:
         return await self.sent.was_sent(f"{reply_id}#{call}", ask_store=ask_store)

@@ -430,6 +430,68 @@ async def test_a_part_whose_record_fails_is_not_sent_again_with_the_rest(
     assert store.recorded == [f"{long.id}#0", long.id]
 
 
+def turn(count: int) -> list[Reply]:
+    return [reply(f"reply {n}", n=n) for n in range(count)]
+
+
+async def publish_turn(bus: SpyBus, replies: list[Reply]) -> None:
+    """A turn's replies, published together as the worker publishes them."""
+    envelopes = [Envelope(r.to_json(), r.id, str(r.conversation)) for r in replies]
+    await bus.publish(Topic.OUTBOUND, envelopes)
+
+
+class RecordsWaitForGate(MemoryStore):
+    """Each ``mark_seen`` waits until the gate opens: shows what is sent while a record is under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting: list[str] = []
+
+    async def mark_seen(self, namespace: str, item: str, ttl: float) -> bool:
+        self.waiting.append(item)
+        await self.gate.wait()
+        return await super().mark_seen(namespace, item, ttl)
+
+
+async def test_a_turns_replies_go_out_in_order_each_while_the_record_before_it_is_written(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    """Issue 18: no Redis round trip between two replies of a turn, and still none sent before the one
+    before it went out, nor acknowledged before its record."""
+    bus, store = SpyBus(), RecordsWaitForGate()
+    replies = turn(3)
+    async with delivering(bus, store, channel):
+        await publish_turn(bus, replies)
+        await tg.wait_for_calls(2, method="sendMessage")  # the second went out; the first's record waits
+        assert store.waiting == [replies[0].id]
+        assert len(tg.calls_to("sendMessage")) == 2  # the third waits for that record
+        store.gate.set()
+        await tg.wait_for_calls(3, method="sendMessage")
+        await bus.join()
+    assert [c.params["text"] for c in tg.calls_to("sendMessage")] == ["reply 0", "reply 1", "reply 2"]
+    assert [await store.is_seen(SENT_NAMESPACE, r.id) for r in replies] == [True, True, True]
+    assert bus.buried == []
+
+
+@pytest.mark.parametrize("failures", [1, 2, 3])
+async def test_a_record_failing_in_a_turn_sends_no_reply_twice(
+    channel: TelegramChannel, tg: FakeTelegram, failures: int
+) -> None:
+    """The first reply's record fails while the second goes out: the run stops at the first, and when
+    the store answers both are recorded, neither sent again, and the third goes out."""
+    bus, store = SpyBus(), RecordsFailAtFirst(failures=failures)
+    replies = turn(3)
+    async with delivering(bus, store, channel) as deliverer:
+        await publish_turn(bus, replies)
+        await store.wait_recorded(replies[2].id)
+        await bus.join()
+        assert len(deliverer.sent) == 0, "nothing left waiting for its record"
+    assert [c.params["text"] for c in tg.calls_to("sendMessage")] == ["reply 0", "reply 1", "reply 2"]
+    assert sorted(store.recorded) == sorted(r.id for r in replies)
+    assert bus.buried == []
+
+
 def _update(data: dict[str, object]) -> Update:
     return Update.model_validate(json.loads(json.dumps(data)))
 
