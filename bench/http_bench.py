@@ -45,6 +45,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiohttp
@@ -73,6 +74,12 @@ from tests.support.fakes import (  # noqa: E402
 )
 
 T = TypeVar("T")
+# Every bot and gateway process is started in a session of its own: a kernel with autogroup scheduling
+# (sched_autogroup_enabled, on here) shares the CPU between sessions, not processes, so on a shared machine
+# a benchmark's processes would otherwise split one session's share with the load generator, while each
+# runs in a cgroup of its own in a deployment. The hand-written bot gets one share; the gateway's processes
+# one each. On a quiet machine this changes nothing.
+OWN_SESSIONS = True
 SECRET = "bench-secret"
 SETTLE = 2.0  # seconds of quiet between the closed and the open loop
 # Goals of the realistic conversation (issue 18), same run, open loop at 40 % of the hand-written bot.
@@ -212,23 +219,38 @@ class Load:
         await asyncio.gather(*(user() for _ in range(users)))
         return Loop(turns, time.perf_counter() - started)
 
-    async def open_loop(self, users: int, rate: float, seconds: float) -> Loop:
+    async def prepare_open_loop(self, users: int) -> dict[int, int]:
+        """Bring user ``slot`` to step ``slot % steps`` of a conversation (not measured), so that the open
+        loop offers every step equally often however few messages it sends; each user's chat."""
+        chats: dict[int, int] = {}
+
+        async def prelude(slot: int) -> None:
+            chat = chats[slot] = self.new_chat()
+            for k in range(slot % len(self.scenario.steps)):
+                await self.turn(chat, self._step(k))
+
+        await asyncio.gather(*(prelude(slot) for slot in range(users)))
+        return chats
+
+    async def open_loop(self, chats: dict[int, int], rate: float, seconds: float) -> Loop:
         """Message ``i`` comes from user ``i % users``, at its place in that user's conversation. A user's
         messages come seconds apart; one that would come before the user had all the replies to the previous
         waits for them (counted as late: the bot is falling behind)."""
-        chats: dict[int, int | None] = {}
+        users, steps = len(chats), len(self.scenario.steps)
         turns_of: dict[int, asyncio.Lock] = collections.defaultdict(asyncio.Lock)  # FIFO per user
         late = 0
 
         async def message(i: int) -> TurnRecord:
             nonlocal late
-            slot, k = i % users, i // users
+            slot = i % users
+            k = i // users + slot % steps  # the user's place in its conversations
             asked = time.perf_counter()
             async with turns_of[slot]:
                 if time.perf_counter() - asked > 0.001:
                     late += 1
-                chat = chats[slot] = self._next_chat(chats.get(slot), k)
-                return await self.turn(chat, self._step(k))
+                if i >= users and k % steps == 0 and self.scenario.new_user_each_time:
+                    chats[slot] = self.new_chat()
+                return await self.turn(chats[slot], self._step(k))
 
         started = time.perf_counter()
         turns = await offered_at(rate, int(rate * seconds), message)
@@ -327,12 +349,13 @@ class Bench:
             print(cpu.line(), flush=True)
             if self.rate is None:
                 self.rate = args.load * closed.rate
+            chats = await load.prepare_open_loop(args.users)
             await asyncio.sleep(SETTLE)  # what the closed loop left behind (GC, the broker's disk) settles
             with busy_cores(args.contend):
                 if amqp_url is not None:
                     await durable_hop(amqp_url, self.rate, args.seconds)
                 with CpuMeter(groups) as cpu:
-                    paced = await load.open_loop(args.users, self.rate, args.seconds)
+                    paced = await load.open_loop(chats, self.rate, args.seconds)
             contended = f", {args.contend} core(s) busy" if args.contend else ""
             report(f"{name}: offered {self.rate:.0f} msg/s{contended}", paced)
             print(cpu.line(), flush=True)
@@ -344,7 +367,7 @@ class Bench:
         port, outbox = free_port(), self.folder / f"outbox-{script}"
         command = [sys.executable, str(ROOT / "bench" / script), str(port), str(self.stories)]
         command += [self.api.url, self.api.token, SECRET, str(outbox)]
-        process = subprocess.Popen(command)  # noqa: ASYNC220 - starting a child returns at once
+        process = subprocess.Popen(command, start_new_session=OWN_SESSIONS)  # noqa: ASYNC220
         try:
             await wait_ready(f"http://127.0.0.1:{port}/webhooks/telegram")
             return await self.measure(f"http://127.0.0.1:{port}", name, {"bot": [process.pid]})
@@ -352,10 +375,12 @@ class Bench:
             process.terminate()
             process.wait(10)
 
-    async def gateway(self, vhost: str) -> Measured:
+    async def gateway(self, vhost: str, source: Path = ROOT) -> Measured:
+        """The gateway's processes, running the code of ``source`` (this checkout, or another for a
+        before/after comparison in the same run)."""
         args = self.args
         port, prefix = free_port(), f"hb{uuid.uuid4().hex[:6]}"
-        marks = self.folder / "timeline"
+        marks = self.folder / f"timeline-{prefix}"
         env = {
             **os.environ,
             "GATEWAY_AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
@@ -371,11 +396,16 @@ class Bench:
             "TELEGRAM_WEBHOOK_SECRET": SECRET,
             "GATEWAY_OUTBOX": str(self.folder / "outbox-gateway"),
             "GATEWAY_TIMELINE": str(marks),
+            "PYTHONPATH": str(source),
         }
         roles = ["serve", "worker", "worker", "mailer"]
         processes = [
             subprocess.Popen(  # noqa: ASYNC220 - starting a child returns at once
-                [sys.executable, "-m", "gateway.app.cli", role], env=env, cwd=ROOT, stdin=subprocess.DEVNULL
+                [sys.executable, "-m", "gateway.app.cli", role],
+                env=env,
+                cwd=source,
+                stdin=subprocess.DEVNULL,
+                start_new_session=OWN_SESSIONS,
             )
             for role in roles
         ]
@@ -386,10 +416,10 @@ class Bench:
                 "serve": pids[:1],
                 "workers": pids[1:3],
                 "mailer": pids[3:],
-                "rabbitmq": pids_of("beam.smp"),
-                "redis": pids_of("redis-server"),
+                "rabbitmq": pids_of("beam.smp", "/var/lib/rabbitmq"),  # not the test clusters' nodes
+                "redis": pids_of("redis-server", f":{urlsplit(args.redis).port or 6379}"),
             }
-            name = "gateway (serve + 2 workers + mailer)"
+            name = "gateway (serve + 2 workers + mailer)" if source == ROOT else f"gateway of {source}"
             measured = await self.measure(f"http://127.0.0.1:{port}", name, groups, env["GATEWAY_AMQP_URL"])
         finally:
             for process in processes:
@@ -397,17 +427,18 @@ class Bench:
             for process in processes:
                 process.wait(15)
             await delete_keys(args.redis, f"{prefix}:*")
-        print(f"  where the gateway's paced turns spend their time ({self.scenario.name}):")
+        print(f"  where the paced turns of {name} spend their time ({self.scenario.name}):")
         print("\n".join(breakdown(measured.paced.turns, read_marks(marks))))
         print("    last reply, by step of the conversation:")
         print("\n".join(by_step(measured.paced.turns)))
         return measured
 
 
-def verdict(scenario: Scenario, lean: Measured, idiomatic: Measured, ours: Measured) -> None:
+def verdict(scenario: Scenario, lean: Measured, idiomatic: Measured, ours: Measured, name: str) -> None:
     throughput = ours.closed.rate / lean.closed.rate
     p50, p99 = ours.paced.percentile(0.5), ours.paced.percentile(0.99)
     lean_p50 = lean.paced.percentile(0.5)
+    print(f"== {name}")
     print(
         f"== {scenario.name}: throughput gateway / hand-written bot {throughput:.2f}x, "
         f"/ aiogram bot {ours.closed.rate / idiomatic.closed.rate:.2f}x"
@@ -439,6 +470,13 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="open loop: this rate instead (msg/s)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--contend", type=int, default=0, help="busy-looping processes during open loops")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
+        help="also measure the gateway of this checkout (e.g. a `git archive` of main), before this one's",
+    )
     args = parser.parse_args()
     names = list(SCENARIOS) if args.scenario == "both" else [args.scenario]
     folder = Path(tempfile.mkdtemp(prefix="http-bench-"))
@@ -456,8 +494,11 @@ async def main() -> None:
                     bench = Bench(api, scenario, folder / name, args)
                     lean = await bench.baseline("naive_bot.py", "naive bot, hand-written")
                     idiomatic = await bench.baseline("aiogram_bot.py", "naive bot, aiogram")
+                    others = [(await bench.gateway(vhost, other.resolve()), other) for other in args.compare]
                     ours = await bench.gateway(vhost)
-                    verdict(scenario, lean, idiomatic, ours)
+                    for measured, other in others:
+                        verdict(scenario, lean, idiomatic, measured, f"gateway of {other}")
+                    verdict(scenario, lean, idiomatic, ours, "gateway of this checkout")
                 if api.unexpected:
                     raise RuntimeError(f"{api.unexpected} replies came that no message was waiting for")
     finally:
