@@ -35,7 +35,9 @@ import collections
 import contextlib
 import itertools
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,12 +76,11 @@ from tests.support.fakes import (  # noqa: E402
 )
 
 T = TypeVar("T")
-# Every bot and gateway process is started in a session of its own: a kernel with autogroup scheduling
-# (sched_autogroup_enabled, on here) shares the CPU between sessions, not processes, so on a shared machine
-# a benchmark's processes would otherwise split one session's share with the load generator, while each
-# runs in a cgroup of its own in a deployment. The hand-written bot gets one share; the gateway's processes
-# one each. On a quiet machine this changes nothing.
-OWN_SESSIONS = True
+# Each bot runs in a session of its own, the load generator in another: a kernel with autogroup scheduling
+# (sched_autogroup_enabled, on here) shares the CPU between sessions, not processes. Were every process in
+# the load generator's session, on a busy machine the six of the gateway and the generator would share one
+# share; were each in its own, the gateway would get four shares to the hand-written bot's one. One session
+# per bot gives each bot the same share of a busy machine; on a quiet one it changes nothing.
 SECRET = "bench-secret"
 SETTLE = 2.0  # seconds of quiet between the closed and the open loop
 # Goals of the realistic conversation (issue 18), same run, open loop at 40 % of the hand-written bot.
@@ -318,6 +319,36 @@ async def wait_ready(url: str, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.2)  # a starting process offers no event to wait on
 
 
+class Session:
+    """Processes started together in a new session (see the note at the top), their pids in order."""
+
+    def __init__(self, commands: list[list[str]], cwd: Path, env: dict[str, str]) -> None:
+        started = " ".join(f"{shlex.join(command)} </dev/null >&2 &" for command in commands)
+        self.shell = subprocess.Popen(
+            ["bash", "-c", f"{started} echo $(jobs -p); wait"],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.shell.stdout is not None
+        self.pids = [int(pid) for pid in self.shell.stdout.readline().split()]
+
+    def stop(self) -> None:
+        """SIGTERM each process (a gateway drains and exits 0), then wait for them all."""
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        try:
+            self.shell.wait(20)
+        except subprocess.TimeoutExpired:
+            for pid in self.pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.shell.wait(5)
+
+
 @dataclass(slots=True)
 class Measured:
     closed: Loop
@@ -367,13 +398,12 @@ class Bench:
         port, outbox = free_port(), self.folder / f"outbox-{script}"
         command = [sys.executable, str(ROOT / "bench" / script), str(port), str(self.stories)]
         command += [self.api.url, self.api.token, SECRET, str(outbox)]
-        process = subprocess.Popen(command, start_new_session=OWN_SESSIONS)  # noqa: ASYNC220
+        session = Session([command], ROOT, dict(os.environ))
         try:
             await wait_ready(f"http://127.0.0.1:{port}/webhooks/telegram")
-            return await self.measure(f"http://127.0.0.1:{port}", name, {"bot": [process.pid]})
+            return await self.measure(f"http://127.0.0.1:{port}", name, {"bot": session.pids})
         finally:
-            process.terminate()
-            process.wait(10)
+            session.stop()
 
     async def gateway(self, vhost: str, source: Path = ROOT) -> Measured:
         """The gateway's processes, running the code of ``source`` (this checkout, or another for a
@@ -399,19 +429,10 @@ class Bench:
             "PYTHONPATH": str(source),
         }
         roles = ["serve", "worker", "worker", "mailer"]
-        processes = [
-            subprocess.Popen(  # noqa: ASYNC220 - starting a child returns at once
-                [sys.executable, "-m", "gateway.app.cli", role],
-                env=env,
-                cwd=source,
-                stdin=subprocess.DEVNULL,
-                start_new_session=OWN_SESSIONS,
-            )
-            for role in roles
-        ]
+        session = Session([[sys.executable, "-m", "gateway.app.cli", role] for role in roles], source, env)
         try:
             await wait_ready(f"http://127.0.0.1:{port}/readyz")
-            pids = [process.pid for process in processes]
+            pids = session.pids
             groups = {
                 "serve": pids[:1],
                 "workers": pids[1:3],
@@ -422,10 +443,7 @@ class Bench:
             name = "gateway (serve + 2 workers + mailer)" if source == ROOT else f"gateway of {source}"
             measured = await self.measure(f"http://127.0.0.1:{port}", name, groups, env["GATEWAY_AMQP_URL"])
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(15)
+            session.stop()
             await delete_keys(args.redis, f"{prefix}:*")
         print(f"  where the paced turns of {name} spend their time ({self.scenario.name}):")
         print("\n".join(breakdown(measured.paced.turns, read_marks(marks))))

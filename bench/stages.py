@@ -59,6 +59,11 @@ def _mark(stage: str, suffix: str = "") -> Callable[[TurnRecord, Marks], int | N
     return lambda turn, marks: marks.get(turn.inbound_id + suffix, {}).get(stage)
 
 
+def _first(*stages: Callable[[TurnRecord, Marks], int | None]) -> Callable[[TurnRecord, Marks], int | None]:
+    """The first of these marks that the turn has (a gateway of an older checkout lacks the newer ones)."""
+    return lambda turn, marks: next((t for at in stages if (t := at(turn, marks)) is not None), None)
+
+
 def _at_api(index: int) -> Callable[[TurnRecord, Marks], int | None]:
     return lambda turn, _: turn.replies[index] if index < len(turn.replies) else None
 
@@ -76,18 +81,26 @@ def rows(max_replies: int) -> list[Row]:
         ("email published (confirmed)", _mark("email.published")),
         ("inbound acked", _mark("inbound.acked")),
     ]
+    # The replies' sends in the order they happen; their records and acks after, since a reply's record
+    # need not come before the next reply's send. "Reply n sending" minus "reply n-1 sent" is the wait
+    # between two replies of a turn.
+    table.append(("reply 1 at serve", _mark("outbound.arrived", "/r0")))
     for n in range(max_replies):
         reply = f"/r{n}"
+        sending = _first(_mark("reply.sending", reply), _mark("outbound.started", reply))
         table += [
-            (f"reply {n + 1} at serve", _mark("outbound.arrived", reply)),
-            (f"reply {n + 1} started", _mark("outbound.started", reply)),
+            (f"reply {n + 1} sending", sending),
             (f"reply {n + 1} at the Bot API", _at_api(n)),
             (f"reply {n + 1} sent (API answered)", _mark("reply.sent", reply)),
-            (f"reply {n + 1} recorded (Redis)", _mark("reply.recorded", reply)),
-            (f"reply {n + 1} acked", _mark("outbound.acked", reply)),
         ]
+    table.append(("LAST reply at the Bot API", lambda turn, _: turn.replies[-1] if turn.replies else None))
+    for n in range(max_replies):
+        table.append((f"reply {n + 1} recorded (Redis)", _mark("reply.recorded", f"/r{n}")))
     table += [
-        ("LAST reply at the Bot API", lambda turn, _: turn.replies[-1] if turn.replies else None),
+        (
+            "last reply acked",
+            lambda turn, marks: _mark("outbound.acked", f"/r{len(turn.replies) - 1}")(turn, marks),
+        ),
         ("email at a mailer", _mark("email.arrived", "/e0")),
         ("email written (fsynced)", _mark("email.sent", "/e0")),
     ]

@@ -10,10 +10,12 @@ again. A 429 waits for its Retry-After, a 5xx or network error backs off and tri
 refusal is dead-lettered with its reason.
 
 A conversation's replies that arrive together (a turn's, published in one go) are handed over together
-(:class:`~gateway.core.bus.base.RunHandler`): each is sent as soon as the one before it has gone out, and
-its "sent" record is written while the next one is sent, instead of a Redis round trip between every two
-replies. Each is still acknowledged only once recorded; if a record cannot be written the run stops
-there, and the reply already sent after it is recorded, never sent again, when the bus tries again.
+(:class:`~gateway.core.bus.base.RunHandler`): each is sent as soon as the one before it has gone out, while
+the records of those before are written, instead of a Redis round trip between every two replies. Each is
+acknowledged only once recorded; if a record cannot be written the run stops at that reply, and the
+replies sent after it are recorded, never sent again, when the bus tries them again. The price: a process
+killed between a turn's first reply and its replies' records (a round trip to Redis, under way while the
+replies go out) can repeat those replies, where one at a time it repeated one.
 
 A reply whose inbound named a ``serve`` instance (``meta["instance"]``: the web chat, whose browser socket
 only that process holds) comes on that instance's direct destination of the outbound topic instead of the
@@ -23,7 +25,6 @@ shared partitions; the deliverer of that instance consumes both, through the sam
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -32,7 +33,7 @@ from channels.base import Channel, Progress, Refused, RetryLater
 from channels.ratelimit import RateLimit, RateLimiter
 from gateway.core import timeline
 from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, RunHandler, RunStopped, Subscription, Topic
-from gateway.core.errors import Rejected, SchemaError, StoreUnavailable
+from gateway.core.errors import Rejected, SchemaError
 from gateway.core.metrics import Metrics
 from gateway.core.retry import full_jitter
 from gateway.core.schema import parse_reply
@@ -109,47 +110,44 @@ class Deliverer(RunHandler):
             await self._record(sent)
 
     async def run(self, deliveries: Sequence[Delivery]) -> None:
-        """Replies of one conversation in order, each sent while the record of the one before is written.
+        """Replies of one conversation in order, back to back, each one's record written while the next
+        ones are sent.
 
-        A reply counts as finished once its record is written; the run stops at the first that is not
+        A reply is finished once its record is written; the run stops at the first that is not
         (:class:`~gateway.core.bus.base.RunStopped`), and the bus tries it, and those after it, again.
         """
-        recording: tuple[int, asyncio.Task[None]] | None = None  # the last reply sent, its record under way
+        recording: list[tuple[int, str, asyncio.Task[None]]] = []  # sent here, records under way
+        stopped: RunStopped | None = None
         for index, delivery in enumerate(deliveries):
             try:
                 sent = await self._send(delivery)
             except Exception as exc:
-                await self._recorded(recording, sent_after=None)
-                raise RunStopped(index, exc) from None
-            await self._recorded(recording, sent_after=sent)
-            recording = (index, self._record_soon(sent)) if sent is not None else None
-        await self._recorded(recording, sent_after=None)
+                stopped = RunStopped(index, exc)
+                break
+            if sent is not None:
+                recording.append((index, sent, self._record_soon(sent)))
+        for position, (index, _, record) in enumerate(recording):
+            try:
+                await asyncio.shield(record)  # a run cancelled (stopping) still lets the record finish
+            except Exception as exc:
+                # The later replies went out too; whether or not their records got written, their next try
+                # asks the store (and SentRecords keeps those not written): none is sent again.
+                self._sent_ahead.update(reply_id for _, reply_id, _ in recording[position + 1 :])
+                stopped = RunStopped(index, exc)
+                break
+        if stopped is not None:
+            raise stopped
 
     def _record_soon(self, reply_id: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self._record(reply_id))
         self._recording.add(task)
-        task.add_done_callback(self._recording.discard)
+        task.add_done_callback(self._recorded)
         return task
 
-    async def _recorded(
-        self, recording: tuple[int, asyncio.Task[None]] | None, sent_after: str | None
-    ) -> None:
-        """Wait for the record of the reply sent before; if it failed, stop the run at that reply.
-
-        ``sent_after``, a reply that went out while that record was under way, is then recorded too (or
-        left to :class:`SentRecords` if the store is still away), and its next try asks the store.
-        """
-        if recording is None:
-            return
-        index, task = recording
-        try:
-            await asyncio.shield(task)  # a run cancelled (stopping) still lets the record finish
-        except Exception as exc:
-            if sent_after is not None:
-                self._sent_ahead.add(sent_after)
-                with contextlib.suppress(StoreUnavailable):  # if not, SentRecords keeps it to record later
-                    await self._record(sent_after)
-            raise RunStopped(index, exc) from None
+    def _recorded(self, task: asyncio.Task[None]) -> None:
+        self._recording.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure is the run's to report, or a later try's to repair
 
     async def _record(self, reply_id: str) -> None:
         await self.sent.record(reply_id)
@@ -175,6 +173,7 @@ class Deliverer(RunHandler):
                 log.info("reply %s was sent before; dropped", reply.id)
             return None
         self._sent_ahead.discard(reply.id)
+        timeline.mark("reply.sending", reply.id)
         progress = Progress(  # for replies that take several API calls: none of them twice
             check=partial(self._part_sent, reply.id, may_be_sent),
             record=partial(self._record_part, reply.id),

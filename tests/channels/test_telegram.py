@@ -447,27 +447,36 @@ class RecordsWaitForGate(MemoryStore):
         super().__init__()
         self.gate = asyncio.Event()
         self.waiting: list[str] = []
+        self._arrived = asyncio.Event()
 
     async def mark_seen(self, namespace: str, item: str, ttl: float) -> bool:
         self.waiting.append(item)
+        self._arrived.set()
         await self.gate.wait()
         return await super().mark_seen(namespace, item, ttl)
 
+    async def wait_waiting(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.waiting) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
 
-async def test_a_turns_replies_go_out_in_order_each_while_the_record_before_it_is_written(
+
+async def test_a_turns_replies_go_out_back_to_back_and_are_acknowledged_once_recorded(
     channel: TelegramChannel, tg: FakeTelegram
 ) -> None:
-    """Issue 18: no Redis round trip between two replies of a turn, and still none sent before the one
-    before it went out, nor acknowledged before its record."""
+    """Issue 18: no Redis round trip between two replies of a turn; each still goes out after the one
+    before it has, and none is acknowledged before its record is written."""
     bus, store = SpyBus(), RecordsWaitForGate()
     replies = turn(3)
     async with delivering(bus, store, channel):
         await publish_turn(bus, replies)
-        await tg.wait_for_calls(2, method="sendMessage")  # the second went out; the first's record waits
-        assert store.waiting == [replies[0].id]
-        assert len(tg.calls_to("sendMessage")) == 2  # the third waits for that record
+        await store.wait_waiting(3)  # all three went out, while no record could be written yet
+        assert store.waiting == [r.id for r in replies]
+        assert len(tg.calls_to("sendMessage")) == 3
+        unacknowledged = [c.in_flight for q in bus.queues(Topic.OUTBOUND) for c in q.consumers]
+        assert sum(unacknowledged) == 3
         store.gate.set()
-        await tg.wait_for_calls(3, method="sendMessage")
         await bus.join()
     assert [c.params["text"] for c in tg.calls_to("sendMessage")] == ["reply 0", "reply 1", "reply 2"]
     assert [await store.is_seen(SENT_NAMESPACE, r.id) for r in replies] == [True, True, True]
@@ -478,8 +487,8 @@ async def test_a_turns_replies_go_out_in_order_each_while_the_record_before_it_i
 async def test_a_record_failing_in_a_turn_sends_no_reply_twice(
     channel: TelegramChannel, tg: FakeTelegram, failures: int
 ) -> None:
-    """The first reply's record fails while the second goes out: the run stops at the first, and when
-    the store answers both are recorded, neither sent again, and the third goes out."""
+    """Records fail while a turn's replies go out: the run stops at the first reply not recorded, and
+    when the store answers every reply is recorded, none sent again."""
     bus, store = SpyBus(), RecordsFailAtFirst(failures=failures)
     replies = turn(3)
     async with delivering(bus, store, channel) as deliverer:
