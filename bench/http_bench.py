@@ -35,9 +35,7 @@ import collections
 import contextlib
 import itertools
 import os
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -76,11 +74,13 @@ from tests.support.fakes import (  # noqa: E402
 )
 
 T = TypeVar("T")
-# Each bot runs in a session of its own, the load generator in another: a kernel with autogroup scheduling
-# (sched_autogroup_enabled, on here) shares the CPU between sessions, not processes. Were every process in
-# the load generator's session, on a busy machine the six of the gateway and the generator would share one
-# share; were each in its own, the gateway would get four shares to the hand-written bot's one. One session
-# per bot gives each bot the same share of a busy machine; on a quiet one it changes nothing.
+# Every process of a bot runs in a session of its own: a kernel with autogroup scheduling
+# (sched_autogroup_enabled, on here) shares the CPU between sessions, not processes, and with every process
+# in the load generator's session, on a busy machine the gateway's four processes and the generator split
+# one share (the gateway then queued for seconds at 40 % load while the rest of the machine took 1.3
+# cores). A session each is how each process of a deployment runs (a container, a cgroup of its own); the
+# hand-written bot is one process, so one session. On a quiet machine it changes nothing; on a busy one,
+# the CPU the rest of the machine took is printed beside each phase.
 SECRET = "bench-secret"
 SETTLE = 2.0  # seconds of quiet between the closed and the open loop
 # Goals of the realistic conversation (issue 18), same run, open loop at 40 % of the hand-written bot.
@@ -319,34 +319,26 @@ async def wait_ready(url: str, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.2)  # a starting process offers no event to wait on
 
 
-class Session:
-    """Processes started together in a new session (see the note at the top), their pids in order."""
+class Processes:
+    """Processes started each in a session of its own (see the note at the top), their pids in order."""
 
     def __init__(self, commands: list[list[str]], cwd: Path, env: dict[str, str]) -> None:
-        started = " ".join(f"{shlex.join(command)} </dev/null >&2 &" for command in commands)
-        self.shell = subprocess.Popen(
-            ["bash", "-c", f"{started} echo $(jobs -p); wait"],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        assert self.shell.stdout is not None
-        self.pids = [int(pid) for pid in self.shell.stdout.readline().split()]
+        self.children = [
+            subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+            for command in commands
+        ]
+        self.pids = [child.pid for child in self.children]
 
     def stop(self) -> None:
-        """SIGTERM each process (a gateway drains and exits 0), then wait for them all."""
-        for pid in self.pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        try:
-            self.shell.wait(20)
-        except subprocess.TimeoutExpired:
-            for pid in self.pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self.shell.wait(5)
+        """SIGTERM each (a gateway drains and exits 0), then wait for them all; SIGKILL what lingers."""
+        for child in self.children:
+            child.terminate()
+        for child in self.children:
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
 
 
 @dataclass(slots=True)
@@ -398,12 +390,12 @@ class Bench:
         port, outbox = free_port(), self.folder / f"outbox-{script}"
         command = [sys.executable, str(ROOT / "bench" / script), str(port), str(self.stories)]
         command += [self.api.url, self.api.token, SECRET, str(outbox)]
-        session = Session([command], ROOT, dict(os.environ))
+        bot = Processes([command], ROOT, dict(os.environ))
         try:
             await wait_ready(f"http://127.0.0.1:{port}/webhooks/telegram")
-            return await self.measure(f"http://127.0.0.1:{port}", name, {"bot": session.pids})
+            return await self.measure(f"http://127.0.0.1:{port}", name, {"bot": bot.pids})
         finally:
-            session.stop()
+            bot.stop()
 
     async def gateway(self, vhost: str, source: Path = ROOT) -> Measured:
         """The gateway's processes, running the code of ``source`` (this checkout, or another for a
@@ -429,10 +421,12 @@ class Bench:
             "PYTHONPATH": str(source),
         }
         roles = ["serve", "worker", "worker", "mailer"]
-        session = Session([[sys.executable, "-m", "gateway.app.cli", role] for role in roles], source, env)
+        processes = Processes(
+            [[sys.executable, "-m", "gateway.app.cli", role] for role in roles], source, env
+        )
         try:
             await wait_ready(f"http://127.0.0.1:{port}/readyz")
-            pids = session.pids
+            pids = processes.pids
             groups = {
                 "serve": pids[:1],
                 "workers": pids[1:3],
@@ -443,7 +437,7 @@ class Bench:
             name = "gateway (serve + 2 workers + mailer)" if source == ROOT else f"gateway of {source}"
             measured = await self.measure(f"http://127.0.0.1:{port}", name, groups, env["GATEWAY_AMQP_URL"])
         finally:
-            session.stop()
+            processes.stop()
             await delete_keys(args.redis, f"{prefix}:*")
         print(f"  where the paced turns of {name} spend their time ({self.scenario.name}):")
         print("\n".join(breakdown(measured.paced.turns, read_marks(marks))))
