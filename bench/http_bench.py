@@ -65,7 +65,7 @@ from bench.common import (  # noqa: E402
     rabbit_vhost,
 )
 from bench.conversations import SCENARIOS, Scenario, Step  # noqa: E402
-from bench.stages import TurnRecord, breakdown, by_step, read_marks  # noqa: E402
+from bench.stages import TurnRecord, breakdown, by_step, delivery_phase, read_marks  # noqa: E402
 from tests.support.fakes import (  # noqa: E402
     FakeTelegram,
     telegram_callback_update,
@@ -440,7 +440,10 @@ class Bench:
             processes.stop()
             await delete_keys(args.redis, f"{prefix}:*")
         print(f"  where the paced turns of {name} spend their time ({self.scenario.name}):")
-        print("\n".join(breakdown(measured.paced.turns, read_marks(marks))))
+        timeline = read_marks(marks)
+        print("\n".join(breakdown(measured.paced.turns, timeline)))
+        print("    the replies' delivery, by number of replies:")
+        print("\n".join(delivery_phase(measured.paced.turns, timeline)))
         print("    last reply, by step of the conversation:")
         print("\n".join(by_step(measured.paced.turns)))
         return measured

@@ -145,3 +145,19 @@ def by_step(turns: Iterable[TurnRecord]) -> list[str]:
         f"    {label:<40} {len(values):>6} {percentile(values, 0.5):7.2f} {percentile(values, 0.99):7.2f}"
         for label, values in grouped.items()
     ]
+
+
+def delivery_phase(turns: Iterable[TurnRecord], marks: Marks) -> list[str]:
+    """From the turn's replies reaching serve to the last one at the Bot API, by number of replies: the
+    part of a turn that several replies lengthen, without the chain before it (webhook, broker, worker)."""
+    grouped: dict[int, list[float]] = {}
+    for turn in turns:
+        arrived = marks.get(turn.inbound_id + "/r0", {}).get("outbound.arrived")
+        if arrived is not None and turn.replies:
+            grouped.setdefault(len(turn.replies), []).append((turn.replies[-1] - arrived) / 1e9)
+    lines = []
+    for count, values in sorted(grouped.items()):
+        label = f"{count} repl{'y' if count == 1 else 'ies'}: at serve -> last at the Bot API"
+        p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+        lines.append(f"    {label:<40} {len(values):>6} {p50:7.2f} {p99:7.2f}")
+    return lines
