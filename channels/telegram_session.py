@@ -18,7 +18,7 @@ from typing import Any, cast
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import TelegramNetworkError
-from aiogram.methods import AnswerCallbackQuery, Response, SendMessage, SendPhoto, TelegramMethod
+from aiogram.methods import AnswerCallbackQuery, SendMessage, SendPhoto, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiohttp import ClientError, ClientTimeout
 
@@ -37,18 +37,16 @@ class JsonAiohttpSession(AiohttpSession):
                 fields[key] = prepared
         return None if files else self.json_dumps(fields)
 
-    def check_response(
-        self, bot: Bot, method: TelegramMethod[TelegramType], status_code: int, content: str
-    ) -> Response[TelegramType]:
-        """aiogram's check, minus building the result's models for the calls in :data:`UNREAD_RESULTS`."""
-        if isinstance(method, UNREAD_RESULTS) and HTTPStatus.OK <= status_code <= HTTPStatus.IM_USED:
-            try:
-                answer = self.json_loads(content)
-            except ValueError:
-                answer = None  # aiogram reports it
-            if isinstance(answer, dict) and answer.get("ok") is True:
-                return cast(Response[TelegramType], Response[Any].model_construct(ok=True, result=None))
-        return super().check_response(bot, method, status_code, content)
+    def answered_ok(self, method: TelegramMethod[Any], status_code: int, content: str) -> bool:
+        """Whether ``method`` is one of :data:`UNREAD_RESULTS` and its answer says it succeeded; anything
+        else goes through aiogram's ``check_response`` (its models, its exceptions)."""
+        if not isinstance(method, UNREAD_RESULTS) or not HTTPStatus.OK <= status_code <= HTTPStatus.IM_USED:
+            return False
+        try:
+            answer = self.json_loads(content)
+        except ValueError:
+            return False  # aiogram reports it
+        return isinstance(answer, dict) and answer.get("ok") is True
 
     async def make_request(
         self, bot: Bot, method: TelegramMethod[TelegramType], timeout: int | None = None
@@ -68,5 +66,7 @@ class JsonAiohttpSession(AiohttpSession):
             raise TelegramNetworkError(method=method, message="Request timeout error") from e
         except ClientError as e:
             raise TelegramNetworkError(method=method, message=f"{type(e).__name__}: {e}") from e
+        if self.answered_ok(method, resp.status, raw_result):
+            return cast(TelegramType, None)  # no Response object either: see _RESPONSE_TYPES in telegram.py
         response = self.check_response(bot=bot, method=method, status_code=resp.status, content=raw_result)
         return cast(TelegramType, response.result)
