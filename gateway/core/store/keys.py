@@ -34,6 +34,15 @@ class KeyBuilder:
         """The user's attributes (a hash); never expires."""
         return f"{self.prefix}:{self.tag(channel, user)}:user"
 
+    def record(self, key: ConversationKey, kind: str) -> str:
+        """A conversation record of one kind (pending timers, a handoff, ...); expires with its ttl."""
+        return f"{self.prefix}:{self.tag(key.channel, key.user)}:rec:{escape(kind)}:{escape(key.chat)}"
+
+    def user_keys(self, channel: str, user: str) -> str:
+        """The index of the user's expiring keys (a sorted set: key name → when it expires, in ms), so the
+        user's data is found without scanning the keyspace; it expires with the last of them."""
+        return f"{self.prefix}:{self.tag(channel, user)}:keys"
+
     def opt_out(self, channel: str, user: str) -> str:
         """The user's refusal of every message (an SMS STOP), with when it was recorded; never expires."""
         return f"{self.prefix}:{self.tag(channel, user)}:optout"

@@ -9,7 +9,9 @@ redis-py's per-command cost, that dominated the worker's profile), each with its
 
 Layout: the session is one JSON string (story, step, values, buttons, ttl) with PX = its ttl; the
 user's attributes are a hash with no TTL; a processed message is a list — a format marker, then the
-recorded outputs as they were (Redis strings hold any bytes) — with PX = ``processed_ttl``.
+recorded outputs as they were (Redis strings hold any bytes) — with PX = ``processed_ttl``; a record is
+a string with its own PX. The user's expiring keys are indexed in a sorted set (key → expiry in ms, by
+Redis's clock) written by the same commit, so everything kept about a user is found without a scan.
 
 Failures: every connection error, timeout, loading or read-only answer surfaces at once as
 :class:`~gateway.core.errors.StoreUnavailable` and the caller retries (no retries inside: a retried SET NX
@@ -34,25 +36,36 @@ from gateway.core.redis.client import make_client
 from gateway.core.redis.pipeline import AutoPipeline
 from gateway.core.redis.scripts import LuaScript
 from gateway.core.schema import Button, ConversationKey
-from gateway.core.store.base import Commit, Session, Snapshot, Store
+from gateway.core.store.base import Commit, Session, Snapshot, Store, check_record_kinds
 from gateway.core.store.keys import KeyBuilder
 
 log = logging.getLogger(__name__)
 
 _PROCESSED_MARKER = b"v1"  # first item of a processed list: a commit with no outputs still exists
 
-# KEYS: session, user, processed. Returns {session JSON or nil, HGETALL user, the processed list}.
+# KEYS: session, user, processed, then one key per record kind asked for.
+# Returns {session JSON or nil, HGETALL user, the processed list, each record or nil}.
 _LOAD = """
-return {redis.call('GET', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('LRANGE', KEYS[3], 0, -1)}
+local found = {redis.call('GET', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+found[3] = redis.call('LRANGE', KEYS[3], 0, -1)
+for i = 4, #KEYS do
+  found[i] = redis.call('GET', KEYS[i])
+end
+return found
 """
 
-# KEYS: session, user, processed.
+# KEYS: session, user, processed, the user's key index, then one key per record written.
 # ARGV: session JSON ('' deletes it), session ttl ms, processed ttl ms, #attribute pairs to set,
-#       #attributes to delete, the pairs, the deleted names, then the processed list: marker, outputs.
+#       #attributes to delete, per record its value and ttl ms (0 deletes it), the pairs, the deleted
+#       names, then the processed list: marker, outputs.
+# Every expiring key written is entered in the index with when it expires; entries past are dropped.
 _COMMIT = """
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return 0
 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local index = KEYS[4]
 local function call_chunked(command, key, first, last)
   while first <= last do
     local stop = math.min(first + 999, last)
@@ -60,18 +73,33 @@ local function call_chunked(command, key, first, last)
     first = stop + 1
   end
 end
-if ARGV[1] == '' then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local function put(key, value, ttl)
+  if value == '' or ttl == '0' then
+    redis.call('DEL', key)
+    redis.call('ZREM', index, key)
+  else
+    redis.call('SET', key, value, 'PX', ttl)
+    redis.call('ZADD', index, now + tonumber(ttl), key)
+  end
 end
-local pairs_start = 6
+put(KEYS[1], ARGV[1], ARGV[2])
+local records = #KEYS - 4
+for i = 1, records do
+  put(KEYS[4 + i], ARGV[4 + 2 * i], ARGV[5 + 2 * i])
+end
+local pairs_start = 6 + 2 * records
 local deletes_start = pairs_start + 2 * tonumber(ARGV[4])
 local record_start = deletes_start + tonumber(ARGV[5])
 call_chunked('HSET', KEYS[2], pairs_start, deletes_start - 1)
 call_chunked('HDEL', KEYS[2], deletes_start, record_start - 1)
 call_chunked('RPUSH', KEYS[3], record_start, #ARGV)
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('ZADD', index, now + tonumber(ARGV[3]), KEYS[3])
+redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+if last[2] then
+  redis.call('PEXPIREAT', index, last[2])
+end
 return 1
 """
 
@@ -193,16 +221,23 @@ class RedisStore(Store):
     def client(self) -> Redis:
         return self._client
 
-    async def load(self, key: ConversationKey, message_id: str) -> Snapshot:
+    async def load(self, key: ConversationKey, message_id: str, records: Sequence[str] = ()) -> Snapshot:
         keys = self.keys
-        raw_session, raw_user, processed = await self._pipeline.run(
+        check_record_kinds(records)
+        raw_session, raw_user, processed, *raw_records = await self._pipeline.run(
             self._load,
-            (keys.session(key), keys.user(key.channel, key.user), keys.processed(key, message_id)),
+            (
+                keys.session(key),
+                keys.user(key.channel, key.user),
+                keys.processed(key, message_id),
+                *(keys.record(key, kind) for kind in records),
+            ),
         )
         return Snapshot(
             session=self._session_or_none(key, raw_session),
             user=_decode_hash(raw_user),
             outputs=tuple(processed[1:]) if processed else None,
+            records={kind: value for kind, value in zip(records, raw_records, strict=False) if value},
         )
 
     @staticmethod
@@ -227,12 +262,19 @@ class RedisStore(Store):
                 to_delete.append(name)
             else:
                 to_set += (name, value)
+        check_record_kinds(commit.records)
+        kinds = list(commit.records)
+        record_args: list[EncodableT] = []
+        for kind in kinds:
+            record = commit.records[kind]
+            record_args += (record.value, _milliseconds(record.ttl)) if record is not None else (b"", 0)
         args: list[EncodableT] = [
             encode_session(session) if session is not None else b"",
             _milliseconds(session.ttl) if session is not None else 0,
             _milliseconds(self.processed_ttl),
             len(to_set) // 2,
             len(to_delete),
+            *record_args,
             *to_set,
             *to_delete,
             _PROCESSED_MARKER,
@@ -240,7 +282,13 @@ class RedisStore(Store):
         ]
         written = await self._pipeline.run(
             self._commit,
-            (keys.session(key), keys.user(key.channel, key.user), keys.processed(key, commit.message_id)),
+            (
+                keys.session(key),
+                keys.user(key.channel, key.user),
+                keys.processed(key, commit.message_id),
+                keys.user_keys(key.channel, key.user),
+                *(keys.record(key, kind) for kind in kinds),
+            ),
             args,
         )
         return bool(written)
