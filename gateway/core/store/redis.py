@@ -22,6 +22,7 @@ any commit whose answer was lost.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -221,6 +222,11 @@ class RedisStore(Store):
     def client(self) -> Redis:
         return self._client
 
+    @property
+    def pipeline(self) -> AutoPipeline:
+        """The store's automatic pipeline, shared by the user data, user index and broadcasts on Redis."""
+        return self._pipeline
+
     async def load(self, key: ConversationKey, message_id: str, records: Sequence[str] = ()) -> Snapshot:
         keys = self.keys
         check_record_kinds(records)
@@ -313,11 +319,19 @@ class RedisStore(Store):
         return created is not None
 
     async def is_seen(self, namespace: str, item: str) -> bool:
-        found: int = await self._pipeline.execute("EXISTS", self.keys.seen(namespace, item))
-        return found > 0
+        """The marker, or one written under its name before markers were digested (two commands of one
+        round trip; each key in its own slot)."""
+        found: list[int] = await asyncio.gather(
+            self._pipeline.submit("EXISTS", self.keys.seen(namespace, item)),
+            self._pipeline.submit("EXISTS", self.keys.legacy_seen(namespace, item)),
+        )
+        return sum(found) > 0
 
     async def forget_seen(self, namespace: str, item: str) -> None:
-        await self._pipeline.execute("DEL", self.keys.seen(namespace, item))
+        await asyncio.gather(
+            self._pipeline.submit("DEL", self.keys.seen(namespace, item)),
+            self._pipeline.submit("DEL", self.keys.legacy_seen(namespace, item)),
+        )
 
     async def lease(self, namespace: str, item: str, holder: str, ttl: float) -> bool:
         taken = await self._pipeline.run(
