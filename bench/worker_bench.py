@@ -62,6 +62,11 @@ class NoBus(Bus):
     async def replay_dead_letters(self, topic: Topic, limit: int | None = None) -> int:
         return 0
 
+    async def remove_dead_letters(
+        self, topic: Topic, matches: Callable[[Envelope], bool]
+    ) -> list[DeadLetter]:
+        return []
+
 
 async def run_conversations(users: int, in_flight: int, turn: Callable[[int, int], Awaitable[None]]) -> float:
     """Each user sends its four messages in order; ``in_flight`` users are served at once."""

@@ -128,8 +128,42 @@ async def replay_dead(
     return replayed
 
 
+async def remove_dead(
+    broker: BrokerConnection,
+    topology: Topology,
+    topic: Topic,
+    matches: Callable[[Envelope], bool],
+    *,
+    timeout: float,
+) -> list[DeadLetter]:
+    """Acknowledge (delete) the dead letters whose envelopes all match; hand the others back in place.
+
+    Takes every dead letter (up to ``MAX_TAKE`` at once, then again while some were removed), so that
+    the ones handed back keep their order on a quorum queue too.
+    """
+    removed: list[DeadLetter] = []
+    try:
+        while True:
+            async with oldest_dead(broker, topology, topic, MAX_TAKE, timeout=timeout) as taken:
+                found = 0
+                for message in taken.messages:
+                    letters = records(message, topic)
+                    if letters and all(matches(letter.envelope) for letter in letters):
+                        await message.ack()
+                        taken.acked += 1
+                        found += 1
+                        removed += letters
+                complete = len(taken.messages) < MAX_TAKE
+            if complete or not found:
+                return removed
+    except BusUnavailable:
+        raise
+    except Exception as exc:
+        raise BusUnavailable(f"cannot remove dead letters: {exc!r}") from exc
+
+
 class Taken:
-    """Messages held on a borrowed channel, and how many of the first ones were acknowledged."""
+    """Messages held on a borrowed channel, and how many were acknowledged (the first ones by a replay)."""
 
     def __init__(self) -> None:
         self.messages: list[AbstractIncomingMessage] = []
