@@ -31,7 +31,7 @@ from gateway.app.roles.worker import WorkerRole, engine_or_refuse
 from gateway.core.bus.base import Bus
 from gateway.core.errors import SettingsError
 from gateway.core.metrics import Metrics
-from gateway.core.services import build_bus, build_store
+from gateway.core.services import build_bus, build_store, build_user_stores
 from gateway.core.settings import Settings
 from gateway.core.store.base import Store
 from worker.engine import Stories
@@ -112,7 +112,7 @@ class Gateway:
         await wait_until_ready("broker (GATEWAY_AMQP_URL)", bus.start, deadline)
         await wait_until_ready("store (GATEWAY_REDIS_URL)", store.ping, deadline)
 
-        services = Services(settings, bus, store, self.metrics)
+        services = Services(settings, bus, store, self.metrics, build_user_stores(store))
         if RoleName.MAILER in names:
             await self._start(MailerRole(services))
         if engine is not None:
