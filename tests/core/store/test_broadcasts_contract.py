@@ -44,7 +44,7 @@ async def test_one_runner_at_a_time_and_only_it_records_progress(broadcasts: Bro
     assert await broadcasts.claim("b1", "runner-a", 30) == broadcast()
     assert await broadcasts.claim("b1", "runner-b", 30) is None
     assert await broadcasts.claim("b1", "runner-a", 30) is not None, "the holder may claim again"
-    progress = Progress(shard=3, cursor="user:ü", matched=10, started=8, failed=2)
+    progress = Progress(shard=3, cursor="user:ü", walked=30, matched=10, started=8, failed=2)
     assert await broadcasts.checkpoint("b1", "runner-b", progress, 30) is False
     assert await broadcasts.checkpoint("b1", "runner-a", progress, 30) is True
     kept = await broadcasts.get("b1")
@@ -71,13 +71,13 @@ async def test_finish_marks_it_done_keeps_the_counts_and_forgets_the_cursor(broa
     await broadcasts.create(broadcast())
     await broadcasts.create(broadcast("b2"))
     await broadcasts.claim("b1", "runner-a", 30)
-    final = Progress(shard=15, cursor="last-user", matched=5, started=4, failed=1)
+    final = Progress(shard=15, cursor="last-user", walked=9, matched=5, started=4, failed=1)
     assert await broadcasts.finish("b1", "runner-b", final, 99.0) is False
     assert await broadcasts.finish("b1", "runner-a", final, 99.0) is True
     done = await broadcasts.get("b1")
     assert done is not None
     assert (done.status, done.finished_at) == ("done", 99.0)
-    assert (done.progress.matched, done.progress.started, done.progress.failed) == (5, 4, 1)
+    assert done.progress == Progress(walked=9, matched=5, started=4, failed=1)
     assert done.progress.cursor == "", "a finished broadcast names no user"
     assert await broadcasts.pending() == ["b2"]
     assert await broadcasts.claim("b1", "runner-a", 30) is None

@@ -26,6 +26,7 @@ class Progress:
 
     shard: int = 0
     cursor: str = ""  # the last user done in ``shard`` ("" for none yet)
+    walked: int = 0  # users looked at, matching or not
     matched: int = 0  # users whose attributes matched the condition
     started: int = 0  # of them, those the story was started for (published)
     failed: int = 0  # of them, those it could not be started for (no direct chat, opted out)
@@ -54,6 +55,7 @@ class Broadcast:
             "where": self.where,
             "dry_run": self.dry_run,
             "status": self.status,
+            "walked": progress.walked,
             "matched": progress.matched,
             "started": progress.started,
             "failed": progress.failed,

@@ -75,7 +75,7 @@ class MemoryBroadcasts(Broadcasts):
         broadcast = self._kept.get(broadcast_id)
         if broadcast is None or not self._holds(broadcast_id, holder):
             return False
-        done = Progress(0, "", progress.matched, progress.started, progress.failed)
+        done = dataclasses.replace(progress, shard=0, cursor="")
         self._kept[broadcast_id] = dataclasses.replace(
             broadcast, status="done", progress=done, finished_at=at
         )

@@ -142,6 +142,7 @@ def _progress_fields(progress: Progress) -> dict[str, str]:
     return {
         "shard": str(progress.shard),
         "cursor": progress.cursor,
+        "walked": str(progress.walked),
         "matched": str(progress.matched),
         "started": str(progress.started),
         "failed": str(progress.failed),
@@ -162,6 +163,7 @@ def _broadcast_of(fields: Mapping[str, Any]) -> Broadcast:
         progress=Progress(
             shard=int(fields.get("shard") or 0),
             cursor=fields.get("cursor") or "",
+            walked=int(fields["walked"]),
             matched=int(fields["matched"]),
             started=int(fields["started"]),
             failed=int(fields["failed"]),
