@@ -38,6 +38,11 @@ def record_outputs(turn: Turn) -> list[bytes]:
     return [_REPLY_TAG + r.to_json() for r in turn.replies] + [_EMAIL_TAG + e.to_json() for e in turn.emails]
 
 
+def recorded_output(item: bytes) -> tuple[Topic, bytes]:
+    """One output as :func:`record_outputs` recorded it: the topic it goes to, and its message JSON."""
+    return (Topic.OUTBOUND if item[:1] == _REPLY_TAG else Topic.EMAIL), item[1:]
+
+
 def envelopes_of(message: Inbound, recorded: Sequence[bytes], replay: bool) -> dict[Topic, list[Envelope]]:
     """Turn recorded outputs back into envelopes; the ids were fixed when the turn ran.
 
