@@ -19,6 +19,7 @@ Replies already queued for delivery, and emails already sent, are beyond it (``d
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -189,18 +190,17 @@ class UserDataService:
         if self.bus is None:
             return []
         matches = concerns([(channel, user)])
-        return [
-            letter
-            for topic in Topic
-            for letter in await self.bus.dead_letters(topic, limit=65535)
-            if matches(letter.envelope)
-        ]
+        bus = self.bus
+        found = await asyncio.gather(*(bus.dead_letters(topic, limit=65535) for topic in Topic))
+        return [letter for letters in found for letter in letters if matches(letter.envelope)]
 
     async def _remove_dead_letters(self, pairs: list[tuple[str, str]]) -> list[Any]:
         if self.bus is None:
             return []
         matches = concerns(pairs)
-        return [letter for topic in Topic for letter in await self.bus.remove_dead_letters(topic, matches)]
+        bus = self.bus
+        removed = await asyncio.gather(*(bus.remove_dead_letters(topic, matches) for topic in Topic))
+        return [letter for letters in removed for letter in letters]
 
     def _forget_held(self, channel: str, user: str) -> int:
         return self.held.forget(user) if self.held is not None and channel == "webchat" else 0

@@ -143,6 +143,8 @@ async def remove_dead(
     """
     removed: list[DeadLetter] = []
     try:
+        if await dead_count(broker, topology, topic, timeout=timeout) == 0:
+            return removed  # the usual case, on the admin channel: one round trip
         while True:
             async with oldest_dead(broker, topology, topic, MAX_TAKE, timeout=timeout) as taken:
                 found = 0
@@ -160,6 +162,16 @@ async def remove_dead(
         raise
     except Exception as exc:
         raise BusUnavailable(f"cannot remove dead letters: {exc!r}") from exc
+
+
+async def dead_count(broker: BrokerConnection, topology: Topology, topic: Topic, *, timeout: float) -> int:
+    """How many messages the topic's dead-letter queue holds now."""
+    broker.require()
+    assert broker.admin_channel is not None
+    async with asyncio.timeout(timeout):
+        channel = await restored(broker.admin_channel)
+        declared = await channel.queue_declare(topology.dead_queue(topic), passive=True)
+    return int(declared.message_count or 0)
 
 
 class Taken:
