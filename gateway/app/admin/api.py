@@ -123,6 +123,9 @@ class AdminApi:
         except Unavailable as exc:
             log.warning("admin API: %s %s: %s", request.method, request.path, exc)
             return error(503, "unavailable", "the store or the broker is unavailable; try again shortly")
+        except Exception:
+            log.exception("admin API: %s %s failed", request.method, request.path)
+            return error(500, "internal", "the gateway failed to answer; its log says why")
 
     def _who(self, request: web.Request) -> str:
         """The name of the request's token (checked by the guard before any handler runs)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Mapping, Sequence
 
 from redis.typing import EncodableT
@@ -31,6 +32,8 @@ from gateway.core.store.users.base import (
     UserIndex,
     UserRecords,
 )
+
+log = logging.getLogger(__name__)
 
 # KEYS: attributes, opt-out, key index. ARGV: '1' to read the processed lists, '1' to delete everything.
 # Returns {HGETALL attributes, EXISTS opt-out, {name, expiry ms, value or list}...}. An indexed key that
@@ -144,7 +147,10 @@ class RedisUserData(UserData):
             if parts is None:
                 continue
             if parts[0] == "session" and len(parts) == 2:
-                sessions.append(KeptSession(parts[1], decode_session(value), expires_at))
+                try:
+                    sessions.append(KeptSession(parts[1], decode_session(value), expires_at))
+                except (ValueError, KeyError, TypeError) as exc:  # the store drops such a session too
+                    log.warning("unreadable session of %s/%s left out: %r", channel, user, exc)
             elif parts[0] == "rec" and len(parts) == 3:
                 records.append(KeptRecord(parts[2], parts[1], bytes(value), expires_at))
             elif parts[0] == "done" and len(parts) == 2 and isinstance(value, list):
