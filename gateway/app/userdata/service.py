@@ -147,12 +147,17 @@ class UserDataService:
         return erased
 
     async def _erase_stored(self, channel: str, user: str, *, index_entry: bool | None = None) -> Json:
+        """The index entry, then the queued emails (found in the processed messages, so before those go:
+        an erase cut short by a crash leaves none of them to be sent), then everything under the user's
+        tag; emails of a message committed meanwhile are cancelled from what the erase removed."""
         if index_entry is None:
             index_entry = await self.users.index.remove(channel, user)
+        cancelled = await self._cancel_emails(await self.users.data.read(channel, user, messages=True))
         records = await self.users.data.erase(channel, user)
+        cancelled += await self._cancel_emails(records)
         records = await self._opt_out(channel, user, records, forget=True)
         answer = render.erased(records, index_entry)
-        answer["email_jobs_cancelled"] = await self._cancel_emails(records)
+        answer["email_jobs_cancelled"] = cancelled
         return answer
 
     async def _opt_out(
