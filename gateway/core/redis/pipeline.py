@@ -93,17 +93,12 @@ class AutoPipeline:
 
     async def execute(self, *command: EncodableT, script: LuaScript | None = None) -> Any:
         """Send ``command`` with the others of this loop turn; its reply, or its error raised."""
-        return await self.submit(*command, script=script)
-
-    def submit(self, *command: EncodableT, script: LuaScript | None = None) -> asyncio.Future[Any]:
-        """Queue ``command`` now and return the future of its reply: several submitted before the first
-        await travel in one batch, even from one caller."""
         call = _Call(pack_command(command), script)  # packed here: a bad argument fails its caller only
         self._pending.append(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-        return call.future
+        return await call.future
 
     async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableT] = ()) -> Any:
         """EVALSHA ``script`` on ``keys`` and ``args``; loaded first, once, if Redis has forgotten it."""

@@ -22,7 +22,6 @@ any commit whose answer was lost.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -319,19 +318,16 @@ class RedisStore(Store):
         return created is not None
 
     async def is_seen(self, namespace: str, item: str) -> bool:
-        """The marker, or one written under its name before markers were digested (two commands of one
-        round trip; each key in its own slot)."""
-        found: list[int] = await asyncio.gather(
-            self._pipeline.submit("EXISTS", self.keys.seen(namespace, item)),
-            self._pipeline.submit("EXISTS", self.keys.legacy_seen(namespace, item)),
-        )
-        return sum(found) > 0
+        """The marker, or one written under its name before markers were digested (looked for only when
+        there is no marker: a second round trip on the uncommon path; each key in its own slot)."""
+        if await self._pipeline.execute("EXISTS", self.keys.seen(namespace, item)):
+            return True
+        legacy: int = await self._pipeline.execute("EXISTS", self.keys.legacy_seen(namespace, item))
+        return legacy > 0
 
     async def forget_seen(self, namespace: str, item: str) -> None:
-        await asyncio.gather(
-            self._pipeline.submit("DEL", self.keys.seen(namespace, item)),
-            self._pipeline.submit("DEL", self.keys.legacy_seen(namespace, item)),
-        )
+        await self._pipeline.execute("DEL", self.keys.seen(namespace, item))
+        await self._pipeline.execute("DEL", self.keys.legacy_seen(namespace, item))
 
     async def lease(self, namespace: str, item: str, holder: str, ttl: float) -> bool:
         taken = await self._pipeline.run(
