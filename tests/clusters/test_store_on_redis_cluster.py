@@ -25,7 +25,7 @@ def conversations(count: int) -> list[ConversationKey]:
     return [ConversationKey("telegram", f"c{n}", f"u{n}-{uuid.uuid4().hex[:6]}") for n in range(count)]
 
 
-async def test_conversations_spread_over_every_master_and_share_round_trips(
+async def test_conversations_spread_over_every_master(
     redis_cluster: RedisCluster,
 ) -> None:
     store = RedisStore(redis_cluster.url, prefix=f"gwtest{uuid.uuid4().hex[:6]}", cluster=True)
