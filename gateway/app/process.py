@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 import time
@@ -28,6 +29,7 @@ from gateway.app.roles.mailer import MailerRole
 from gateway.app.roles.ops import HealthServer, Heartbeat
 from gateway.app.roles.serve import ServeRole
 from gateway.app.roles.worker import WorkerRole, engine_or_refuse
+from gateway.core import tracing
 from gateway.core.bus.base import Bus
 from gateway.core.errors import SettingsError, Unavailable
 from gateway.core.metrics import Metrics
@@ -200,6 +202,8 @@ async def run_until_signalled(gateway: Gateway) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if tracing.setup_from_environment("-".join(sorted(gateway.role_names))):
+        log.info("traces: exported over OTLP to %s", os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"])
     try:
         await gateway.start()
         for line in gateway.describe():
@@ -213,4 +217,5 @@ async def run_until_signalled(gateway: Gateway) -> None:
     finally:
         async with asyncio.timeout(DRAIN_SECONDS + 1.5):
             await gateway.stop()
+        await asyncio.to_thread(tracing.shutdown)
     log.info("stopped")
