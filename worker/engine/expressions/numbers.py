@@ -31,14 +31,27 @@ _COARSEST: Final = -(MAX_EXPONENT + 2)  # rounding to 10**41 or coarser always g
 _NUMBER: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
+_read: dict[str, Decimal | None] = {}  # a memo of read_number: the same few values come again and again
+_READ_MEMO: Final = 4096  # entries kept, at most MAX_NUMBER_TEXT characters each
+
+
 def read_number(text: str) -> Decimal | None:
     """The number ``text`` reads as, or None."""
     if len(text) > MAX_NUMBER_TEXT:
         return None
-    text = text.strip()
-    if _NUMBER.fullmatch(text) is None:
-        return None
-    return _finite(_CONTEXT.create_decimal(text))
+    found = _read.get(text, _read)
+    if found is not _read:
+        return found  # type: ignore[return-value]
+    number = None
+    trimmed = text.strip()
+    if _NUMBER.fullmatch(trimmed) is not None:
+        number = _CONTEXT.create_decimal(trimmed)
+        if not number.is_finite():
+            number = None
+    if len(_read) >= _READ_MEMO:
+        _read.clear()
+    _read[text] = number
+    return number
 
 
 def write_number(number: Decimal) -> str:

@@ -19,13 +19,14 @@ neither parsing nor evaluating can recurse deeply.
 from __future__ import annotations
 
 import difflib
+import re
 from decimal import Decimal
 from typing import Final, NoReturn
 
 from worker.engine.expressions import numbers, tokens
 from worker.engine.expressions.errors import TemplateError
 from worker.engine.expressions.functions import FUNCTIONS
-from worker.engine.expressions.limits import MAX_DEPTH
+from worker.engine.expressions.limits import MAX_DEPTH, MAX_EXPRESSION
 from worker.engine.expressions.numbers import read_number
 from worker.engine.expressions.tokens import CLOSE, END, NUMBER, STRING, WORD, Lexer, Token
 from worker.engine.expressions.truths import AllOf, AnyOf, Not, NotEmpty, Truth, comparison
@@ -54,6 +55,12 @@ PRODUCTS: Final[dict[str, Operation]] = {
 EXPECTED_VALUE: Final = (
     "expected @session.NAME, @user.NAME, @message, a quoted string, a number, a function or '('"
 )
+# The simplest expressions, chains of values and plain quoted strings, are read at once (most are such).
+_PLAIN = r"""@(?:session|user)\.[A-Za-z0-9_-]+|@message|"[^"\\]*"|'[^'\\]*'"""
+_PLAIN_CHAIN: Final = re.compile(rf"\s*((?:{_PLAIN})(?:\s*\|\|\s*(?:{_PLAIN}))*)\s*(\}}\}}|>>)")
+_PLAIN_ALTERNATIVE: Final = re.compile(
+    r"""@(session|user)\.([A-Za-z0-9_-]+)|@(message)|"([^"\\]*)"|'([^'\\]*)'"""
+)
 _READS: Final = {tokens.SESSION: SESSION, tokens.USER: USER, tokens.MESSAGE: MESSAGE}
 _CLOSERS: Final = {"{{": "}}", "<<": ">>"}
 
@@ -61,6 +68,11 @@ _CLOSERS: Final = {"{{": "}}", "<<": ">>"}
 def parse_template_expression(source: str, start: int, opened_at: int, opener: str) -> tuple[Expr, int]:
     """The expression after ``opener`` (at ``opened_at``) and the offset just past its closer."""
     closer = _CLOSERS[opener]
+    plain = _PLAIN_CHAIN.match(source, start)
+    if plain is not None and plain.group(2) == closer and plain.end() - start <= MAX_EXPRESSION:
+        expr = first_set([_plain(found) for found in _PLAIN_ALTERNATIVE.finditer(plain.group(1))])
+        expr.source = source[opened_at : plain.end()]
+        return expr, plain.end()
     lexer = Lexer(source, start, closer, origin=opened_at)
     if lexer.current.kind == CLOSE:
         raise TemplateError(
@@ -295,6 +307,15 @@ class _Parser:
         if text in FUNCTIONS:
             self.fail(word, f"{text} is a function: write {text}(...)")
         self.fail(word, f'{EXPECTED_VALUE} (for the text {text}, write "{text}")')
+
+
+def _plain(found: re.Match[str]) -> Expr:
+    scope, name, message, double, single = found.groups()
+    if scope is not None:
+        return Chain(((SESSION if scope == "session" else USER, name),))
+    if message is not None:
+        return Chain(((MESSAGE, ""),))
+    return Constant(double if double is not None else single)
 
 
 def first_set(operands: list[Expr]) -> Expr:

@@ -81,7 +81,7 @@ class Lexer:
         source = self.source
         start = _SPACE.match(source, self.position).end()  # type: ignore[union-attr]
         token = self._token(source, start)
-        if token.end - self.start > MAX_EXPRESSION and token.kind != END:
+        if token.end - self.start > MAX_EXPRESSION and token.kind not in (END, CLOSE):
             self.too_long()
         self.position = token.end
         return token
