@@ -278,7 +278,7 @@ class _Parser:
     def call(self, name: Token) -> Expr:
         self.advance()
         opening = self.lexer.current
-        if not opening.is_operator("("):
+        if not opening.is_operator("(") or name.text in CONDITION_WORDS:
             self.bare_word(name)
         function = FUNCTIONS.get(name.text)
         if function is None:
