@@ -23,7 +23,7 @@ _DELIMITER = re.compile(r"\\\{\{|\\<<|\{\{|<<")
 class Template:
     """Literal parts and expressions; ``escape`` HTML-escapes every substituted value (``html`` bodies)."""
 
-    __slots__ = ("constant", "escape", "parts", "source")
+    __slots__ = ("constant", "escape", "parts", "single", "source")
 
     def __init__(self, source: str, parts: tuple[str | Expr, ...], escape: bool = False) -> None:
         self.source = source
@@ -31,6 +31,8 @@ class Template:
         self.escape = escape
         only_text = all(part.__class__ is str for part in parts)
         self.constant: str | None = "".join(p for p in parts if isinstance(p, str)) if only_text else None
+        # "{{expr}}" alone, as in most set_session values: its value is the template's
+        self.single: Expr | None = parts[0] if len(parts) == 1 and isinstance(parts[0], Expr) else None
 
     @property
     def expressions(self) -> tuple[Expr, ...]:
@@ -41,8 +43,12 @@ class Template:
         constant = self.constant
         if constant is not None:
             return constant
-        out: list[str] = []
         escape = self.escape
+        single = self.single
+        if single is not None:
+            value = single.value(session, user, message)
+            return html.escape(value) if escape else value
+        out: list[str] = []
         for part in self.parts:
             if type(part) is str:
                 out.append(part)

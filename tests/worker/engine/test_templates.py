@@ -72,6 +72,7 @@ def test_a_substituted_value_is_never_parsed_again() -> None:
 def test_html_escape_applies_to_substituted_values_only() -> None:
     out = render("<b>{{@message}}</b>", message="<script>&\"'", escape=True)
     assert out == "<b>&lt;script&gt;&amp;&quot;&#x27;</b>"
+    assert render("{{@message}}", message="<i>", escape=True) == "&lt;i&gt;"  # a template of one expression
 
 
 def test_compiled_once_into_parts() -> None:

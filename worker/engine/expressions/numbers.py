@@ -62,15 +62,18 @@ def write_number(number: Decimal) -> str:
 
 
 def add(left: Decimal, right: Decimal) -> Decimal | None:
-    return _finite(_CONTEXT.add(left, right))
+    result = _CONTEXT.add(left, right)
+    return result if result.is_finite() else None
 
 
 def subtract(left: Decimal, right: Decimal) -> Decimal | None:
-    return _finite(_CONTEXT.subtract(left, right))
+    result = _CONTEXT.subtract(left, right)
+    return result if result.is_finite() else None
 
 
 def multiply(left: Decimal, right: Decimal) -> Decimal | None:
-    return _finite(_CONTEXT.multiply(left, right))
+    result = _CONTEXT.multiply(left, right)
+    return result if result.is_finite() else None
 
 
 def negate(number: Decimal) -> Decimal:
