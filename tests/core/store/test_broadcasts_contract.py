@@ -14,13 +14,24 @@ from gateway.core.store.base import Store
 from gateway.core.store.broadcasts.base import Broadcast, Broadcasts, Progress
 from gateway.core.store.memory import MemoryStore
 from gateway.core.store.redis import RedisStore
+from tests.support.clusters import RedisCluster
 
 
-@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> Store:
+    """Memory, the local Redis, or a 6-node Redis Cluster of this run's own (marked ``cluster``)."""
+    if request.param == "memory":
+        return MemoryStore()
+    if request.param == "redis":
+        return RedisStore(redis_url, prefix=redis_prefix)
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    return RedisStore(cluster.url, prefix=redis_prefix, cluster=True)
+
+
+@pytest.fixture(params=["memory", "redis", pytest.param("redis-cluster", marks=pytest.mark.cluster)])
 async def broadcasts(
     request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
 ) -> AsyncIterator[Broadcasts]:
-    store: Store = MemoryStore() if request.param == "memory" else RedisStore(redis_url, prefix=redis_prefix)
+    store = make_store(request, redis_url, redis_prefix)
     try:
         yield build_user_stores(store).broadcasts
     finally:

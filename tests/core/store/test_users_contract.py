@@ -19,6 +19,7 @@ from gateway.core.store.keys import USER_INDEX_SHARDS, shard_of
 from gateway.core.store.memory import MemoryStore
 from gateway.core.store.redis import RedisStore
 from gateway.core.store.users.base import IndexEntry, direct_chat
+from tests.support.clusters import RedisCluster
 
 KEY = ConversationKey("telegram", "chat-1", "user-1")
 GROUP = ConversationKey("telegram", "group-9", "user-1")
@@ -31,11 +32,21 @@ class Backend:
     users: UserStores
 
 
-@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> Store:
+    """Memory, the local Redis, or a 6-node Redis Cluster of this run's own (marked ``cluster``)."""
+    if request.param == "memory":
+        return MemoryStore()
+    if request.param == "redis":
+        return RedisStore(redis_url, prefix=redis_prefix)
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    return RedisStore(cluster.url, prefix=redis_prefix, cluster=True)
+
+
+@pytest.fixture(params=["memory", "redis", pytest.param("redis-cluster", marks=pytest.mark.cluster)])
 async def backend(
     request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
 ) -> AsyncIterator[Backend]:
-    store: Store = MemoryStore() if request.param == "memory" else RedisStore(redis_url, prefix=redis_prefix)
+    store = make_store(request, redis_url, redis_prefix)
     try:
         yield Backend(store, build_user_stores(store))
     finally:
