@@ -122,8 +122,9 @@ class UserDataService:
         """Erase everything kept about the user; the answer counts what was removed (all zero the second
         time)."""
         check_user(channel, user)
-        answer = await self._erase_stored(channel, user)
-        dead = await self._remove_dead_letters([(channel, user)])
+        answer, dead = await asyncio.gather(  # Redis and RabbitMQ at once
+            self._erase_stored(channel, user), self._remove_dead_letters([(channel, user)])
+        )
         answer["dead_letters"] = len(dead)
         answer["held_web_chat_replies"] = self._forget_held(channel, user)
         audit.info("audit: %s erased %s/%s: %s", who, channel, user, json.dumps(answer, sort_keys=True))
