@@ -25,6 +25,7 @@ from gateway.core.faults import FaultPoints
 from gateway.core.metrics import Metrics
 from gateway.core.schema import INSTANCE_META, Inbound, parse_inbound
 from gateway.core.store.base import Commit, Store
+from gateway.core.store.users.base import UserIndex, direct_chat
 from worker.engine import Engine, Turn
 
 log = logging.getLogger("gateway.worker")
@@ -36,6 +37,11 @@ _EMAIL_TAG = b"E"
 def record_outputs(turn: Turn) -> list[bytes]:
     """Serialize a turn's outputs for the commit: a one-byte topic tag, then the message JSON."""
     return [_REPLY_TAG + r.to_json() for r in turn.replies] + [_EMAIL_TAG + e.to_json() for e in turn.emails]
+
+
+def recorded_output(item: bytes) -> tuple[Topic, bytes]:
+    """One output as :func:`record_outputs` recorded it: the topic it goes to, and its message JSON."""
+    return (Topic.OUTBOUND if item[:1] == _REPLY_TAG else Topic.EMAIL), item[1:]
 
 
 def envelopes_of(message: Inbound, recorded: Sequence[bytes], replay: bool) -> dict[Topic, list[Envelope]]:
@@ -65,10 +71,12 @@ class StoryWorker:
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        users: UserIndex | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
         self.engine = engine  # a provider, so hot reload can swap the stories between two messages
+        self.users = users  # the channels' user index, told of each user's messages
         self.metrics = metrics or Metrics()
         self.clock = clock
         self._faults = FaultPoints()
@@ -118,8 +126,19 @@ class StoryWorker:
             if envelopes:
                 await self._publish(message, topic, envelopes)
         self._faults.reach("after_publish", message.id)
+        if self.users is not None and message.kind == "message":
+            await self._note_user(message)
         self.metrics.handled.labels(outcome).inc()
         self.metrics.handle_seconds.observe(time.perf_counter() - started)
+
+    async def _note_user(self, message: Inbound) -> None:
+        """Tell the user index the user wrote (retention counts from it) and, from a direct chat, where a
+        broadcast reaches them. After the commit, so a replay (after a failure here) does it again."""
+        assert self.users is not None
+        chat = message.chat if direct_chat(message.channel, message.chat, message.user) else None
+        instance = message.meta.get(INSTANCE_META)
+        meta = {INSTANCE_META: instance} if instance else {}
+        await self.users.touch(message.channel, message.user, message.sent_at, chat, meta)
 
     async def _publish(self, message: Inbound, topic: Topic, envelopes: list[Envelope]) -> None:
         instance = message.meta.get(INSTANCE_META)

@@ -25,15 +25,17 @@ from urllib.parse import urlsplit, urlunsplit
 from channels.base import Channel
 from channels.registry import build_channels
 from gateway.app.roles.base import Role, RoleName, Services, StartupError
+from gateway.app.roles.broadcasts import BroadcastRole
 from gateway.app.roles.mailer import MailerRole
 from gateway.app.roles.ops import HealthServer, Heartbeat
+from gateway.app.roles.retention import RetentionRole
 from gateway.app.roles.serve import ServeRole
 from gateway.app.roles.worker import WorkerRole, engine_or_refuse
 from gateway.core import tracing
 from gateway.core.bus.base import Bus
 from gateway.core.errors import SettingsError, Unavailable
 from gateway.core.metrics import Metrics
-from gateway.core.services import build_bus, build_store
+from gateway.core.services import build_bus, build_store, build_user_stores
 from gateway.core.settings import Settings
 from gateway.core.store.base import Store
 from worker.engine import Stories
@@ -93,6 +95,7 @@ class Gateway:
         self.roles: list[Role] = []  # started ones, in start order
         self.serve: ServeRole | None = None
         self.worker: WorkerRole | None = None
+        self.broadcasts: BroadcastRole | None = None
 
     @property
     def address(self) -> str | None:
@@ -117,7 +120,7 @@ class Gateway:
         await wait_until_ready("broker (GATEWAY_AMQP_URL)", bus.start, deadline)
         await wait_until_ready("store (GATEWAY_REDIS_URL)", store.ping, deadline)
 
-        services = Services(settings, bus, store, self.metrics)
+        services = Services(settings, bus, store, self.metrics, build_user_stores(store))
         if RoleName.MAILER in names:
             await self._start(MailerRole(services))
         if engine is not None:
@@ -126,9 +129,17 @@ class Gateway:
                 watch = names == frozenset(RoleName) and self.serve_http
             self.worker = WorkerRole(services, engine, watch=watch)
             await self._start(self.worker)
+            self.broadcasts = BroadcastRole(services)
+            await self._start(self.broadcasts)
+            if settings.user_retention is not None:
+                await self._start(RetentionRole(services, settings.user_retention))
         if RoleName.SERVE in names:
             self.serve = ServeRole(
-                services, self.channels, serve_http=self.serve_http, running_stories=self._running_stories
+                services,
+                self.channels,
+                serve_http=self.serve_http,
+                running_stories=self._running_stories,
+                wake_broadcasts=self.broadcasts.wake if self.broadcasts is not None else None,
             )
             await self._start(self.serve)
         elif settings.metrics_port is not None:
