@@ -31,7 +31,7 @@ from functools import partial
 
 from channels.base import Channel, Progress, Refused, RetryLater
 from channels.ratelimit import RateLimit, RateLimiter
-from gateway.core import timeline
+from gateway.core import timeline, tracing
 from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, RunHandler, RunStopped, Subscription, Topic
 from gateway.core.errors import Rejected, SchemaError
 from gateway.core.metrics import Metrics
@@ -105,9 +105,10 @@ class Deliverer(RunHandler):
 
     async def handle(self, delivery: Delivery) -> None:
         """Send one reply (unless it went out before), then record it."""
-        sent = await self._send(delivery)
-        if sent is not None:
-            await self._record(sent)
+        with tracing.consuming("deliver reply", delivery.envelope):
+            sent = await self._send(delivery)
+            if sent is not None:
+                await self._record(sent)
 
     async def run(self, deliveries: Sequence[Delivery]) -> None:
         """Replies of one conversation in order, back to back, each one's record written while the next
@@ -120,7 +121,8 @@ class Deliverer(RunHandler):
         stopped: RunStopped | None = None
         for index, delivery in enumerate(deliveries):
             try:
-                sent = await self._send(delivery)
+                with tracing.consuming("deliver reply", delivery.envelope):
+                    sent = await self._send(delivery)
             except Exception as exc:
                 stopped = RunStopped(index, exc)
                 break

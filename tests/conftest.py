@@ -8,15 +8,23 @@ Fixtures only: helpers live in :mod:`tests.support`.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import settings
 
+from tests.support.clusters import RabbitCluster, RedisCluster
 from tests.support.services import RABBIT_HOST, RABBIT_PORT, REDIS_BASE_URL, rabbitmqctl
 
+# Property tests draw the same examples on every run (CI stays repeatable); `HYPOTHESIS_PROFILE=explore`
+# draws new ones each time, to look for more.
+settings.register_profile("repeatable", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None, max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 @pytest.fixture(scope="session")
 def rabbit_vhost() -> Iterator[str]:
@@ -64,3 +72,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client of this test's own, closed after it."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+# Real clusters of this test run's own, started once when a test asks for them (tests/support/clusters.py).
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    with RabbitCluster(tmp_path_factory.mktemp("rabbit-cluster")) as cluster:
+        yield cluster

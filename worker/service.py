@@ -19,13 +19,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from gateway.core import timeline
+from gateway.core import timeline, tracing
 from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, Envelope, Subscription, Topic
 from gateway.core.errors import Rejected, SchemaError
 from gateway.core.faults import FaultPoints
 from gateway.core.metrics import Metrics
 from gateway.core.schema import INSTANCE_META, Inbound, parse_inbound
 from gateway.core.store.base import Commit, Store
+from gateway.core.store.users.base import UserIndex, direct_chat
 from worker.engine import Engine, Turn
 
 log = logging.getLogger("gateway.worker")
@@ -39,6 +40,11 @@ def record_outputs(turn: Turn) -> list[bytes]:
     return [_REPLY_TAG + r.to_json() for r in turn.replies] + [_EMAIL_TAG + e.to_json() for e in turn.emails]
 
 
+def recorded_output(item: bytes) -> tuple[Topic, bytes]:
+    """One output as :func:`record_outputs` recorded it: the topic it goes to, and its message JSON."""
+    return (Topic.OUTBOUND if item[:1] == _REPLY_TAG else Topic.EMAIL), item[1:]
+
+
 def envelopes_of(message: Inbound, recorded: Sequence[bytes], replay: bool) -> dict[Topic, list[Envelope]]:
     """Turn recorded outputs back into envelopes; the ids were fixed when the turn ran.
 
@@ -46,7 +52,7 @@ def envelopes_of(message: Inbound, recorded: Sequence[bytes], replay: bool) -> d
     deliverer and the mailer that they may have sent them already.
     """
     key = str(message.conversation)
-    headers = {REPLAY_HEADER: "1"} if replay else {}
+    headers = tracing.carried({REPLAY_HEADER: "1"} if replay else {})
     out: dict[Topic, list[Envelope]] = {Topic.OUTBOUND: [], Topic.EMAIL: []}
     for item in recorded:
         tag, body = item[:1], item[1:]
@@ -66,10 +72,12 @@ class StoryWorker:
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        users: UserIndex | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
         self.engine = engine  # a provider, so hot reload can swap the stories between two messages
+        self.users = users  # the channels' user index, told of each user's messages
         self.metrics = metrics or Metrics()
         self.clock = clock
         self._faults = FaultPoints()
@@ -84,6 +92,10 @@ class StoryWorker:
             self._subscription = None
 
     async def handle(self, delivery: Delivery) -> None:
+        with tracing.consuming("handle message", delivery.envelope):
+            await self._handle(delivery)
+
+    async def _handle(self, delivery: Delivery) -> None:
         started = time.perf_counter()
         try:
             message = parse_inbound(delivery.envelope.body)
@@ -124,8 +136,19 @@ class StoryWorker:
             if isinstance(failure, BaseException):
                 raise failure
         self._faults.reach("after_publish", message.id)
+        if self.users is not None and message.kind == "message":
+            await self._note_user(message)
         self.metrics.handled.labels(outcome).inc()
         self.metrics.handle_seconds.observe(time.perf_counter() - started)
+
+    async def _note_user(self, message: Inbound) -> None:
+        """Tell the user index the user wrote (retention counts from it) and, from a direct chat, where a
+        broadcast reaches them. After the commit, so a replay (after a failure here) does it again."""
+        assert self.users is not None
+        chat = message.chat if direct_chat(message.channel, message.chat, message.user) else None
+        instance = message.meta.get(INSTANCE_META)
+        meta = {INSTANCE_META: instance} if instance else {}
+        await self.users.touch(message.channel, message.user, message.sent_at, chat, meta)
 
     async def _publish(self, message: Inbound, topic: Topic, envelopes: list[Envelope]) -> None:
         instance = message.meta.get(INSTANCE_META)

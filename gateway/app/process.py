@@ -25,15 +25,17 @@ from urllib.parse import urlsplit, urlunsplit
 from channels.base import Channel
 from channels.registry import build_channels
 from gateway.app.roles.base import Role, RoleName, Services, StartupError
+from gateway.app.roles.broadcasts import BroadcastRole
 from gateway.app.roles.mailer import MailerRole
 from gateway.app.roles.ops import HealthServer, Heartbeat
+from gateway.app.roles.retention import RetentionRole
 from gateway.app.roles.serve import ServeRole
 from gateway.app.roles.worker import WorkerRole, engine_or_refuse
-from gateway.core import timeline
+from gateway.core import timeline, tracing
 from gateway.core.bus.base import Bus
-from gateway.core.errors import SettingsError
+from gateway.core.errors import SettingsError, Unavailable
 from gateway.core.metrics import Metrics
-from gateway.core.services import build_bus, build_store
+from gateway.core.services import build_bus, build_store, build_user_stores
 from gateway.core.settings import Settings
 from gateway.core.store.base import Store
 from worker.engine import Stories
@@ -45,14 +47,15 @@ DRAIN_SECONDS = 8.0
 
 async def wait_until_ready(name: str, attempt: Callable[[], Awaitable[object]], deadline: float) -> None:
     """Call ``attempt`` until it succeeds (and does not answer False), logging each failure; after
-    ``deadline`` raise :class:`StartupError` naming the service."""
+    ``deadline`` raise :class:`StartupError` naming the service. A failure that waiting cannot mend (the
+    broker's queues disagree with the settings) is a :class:`StartupError` at once."""
     delay = 0.5
     while True:
         try:
             if await attempt() is not False:
                 return
             raise ConnectionError("does not answer")
-        except Exception as exc:
+        except (Unavailable, ConnectionError, OSError, TimeoutError) as exc:
             if time.monotonic() >= deadline:
                 raise StartupError(f"{name} unreachable: {exc or type(exc).__name__}") from None
             log.warning(
@@ -60,6 +63,8 @@ async def wait_until_ready(name: str, attempt: Callable[[], Awaitable[object]], 
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+        except Exception as exc:
+            raise StartupError(f"{name}: {exc}") from None
 
 
 class Gateway:
@@ -90,6 +95,7 @@ class Gateway:
         self.roles: list[Role] = []  # started ones, in start order
         self.serve: ServeRole | None = None
         self.worker: WorkerRole | None = None
+        self.broadcasts: BroadcastRole | None = None
 
     @property
     def address(self) -> str | None:
@@ -116,7 +122,7 @@ class Gateway:
         await wait_until_ready("broker (GATEWAY_AMQP_URL)", bus.start, deadline)
         await wait_until_ready("store (GATEWAY_REDIS_URL)", store.ping, deadline)
 
-        services = Services(settings, bus, store, self.metrics)
+        services = Services(settings, bus, store, self.metrics, build_user_stores(store))
         if RoleName.MAILER in names:
             await self._start(MailerRole(services))
         if engine is not None:
@@ -125,9 +131,17 @@ class Gateway:
                 watch = names == frozenset(RoleName) and self.serve_http
             self.worker = WorkerRole(services, engine, watch=watch)
             await self._start(self.worker)
+            self.broadcasts = BroadcastRole(services)
+            await self._start(self.broadcasts)
+            if settings.user_retention is not None:
+                await self._start(RetentionRole(services, settings.user_retention))
         if RoleName.SERVE in names:
             self.serve = ServeRole(
-                services, self.channels, serve_http=self.serve_http, running_stories=self._running_stories
+                services,
+                self.channels,
+                serve_http=self.serve_http,
+                running_stories=self._running_stories,
+                wake_broadcasts=self.broadcasts.wake if self.broadcasts is not None else None,
             )
             await self._start(self.serve)
         elif settings.metrics_port is not None:
@@ -204,6 +218,8 @@ async def run_until_signalled(gateway: Gateway) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if tracing.setup_from_environment("-".join(sorted(gateway.role_names))):
+        log.info("traces: exported over OTLP to %s", os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"])
     try:
         await gateway.start()
         for line in gateway.describe():
@@ -217,4 +233,5 @@ async def run_until_signalled(gateway: Gateway) -> None:
     finally:
         async with asyncio.timeout(DRAIN_SECONDS + 1.5):
             await gateway.stop()
+        await asyncio.to_thread(tracing.shutdown)
     log.info("stopped")

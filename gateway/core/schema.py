@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.core.errors import SchemaError
 
@@ -85,6 +85,23 @@ class Inbound(_Wire):
     user_name: str | None = None
     # Channel-specific routing data a reply must carry back (a Slack thread, a web chat instance).
     meta: dict[str, str] = Field(default_factory=dict)
+    # "broadcast": not the user's message but an operator's broadcast starting ``story`` for them, in
+    # order with their messages (id "broadcast:<broadcast id>:<user>", so a broadcast starts it once).
+    kind: Literal["message", "broadcast"] = "message"
+    story: str | None = None
+
+    def to_json(self) -> bytes:
+        """A user's message is written without ``kind`` and ``story``, as before they existed, so that
+        workers of the previous release still read every message but a broadcast's."""
+        if self.kind == "message":
+            return self.model_dump_json(exclude={"kind", "story"}).encode()
+        return super().to_json()
+
+    @model_validator(mode="after")
+    def _story_of_a_broadcast(self) -> Inbound:
+        if (self.kind == "broadcast") != (self.story is not None):
+            raise ValueError("a broadcast names the story it starts, and only a broadcast does")
+        return self
 
     @property
     def conversation(self) -> ConversationKey:

@@ -29,6 +29,17 @@ class SmtpSettings:
     timeout: float
 
 
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    """One bearer token of the admin API and the name it is known by in the audit log."""
+
+    name: str
+    token: str = field(repr=False)
+
+
+MIN_ADMIN_TOKEN = 16  # characters
+
+
 def default_instance_id() -> str:
     """This process's name when ``GATEWAY_INSTANCE_ID`` is not set: host name and pid."""
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -38,6 +49,7 @@ def default_instance_id() -> str:
 class Settings:
     amqp_url: str | None = None
     redis_url: str | None = None
+    redis_cluster: bool = False  # GATEWAY_REDIS_URL is one node of a Redis Cluster
     smtp: SmtpSettings | None = None
     outbox: Path = Path("var/outbox")
     mail_from: str = "gateway@localhost"
@@ -79,6 +91,11 @@ class Settings:
     watch_stories: bool | None = None  # None: watch in `gateway run`, SIGHUP only elsewhere
     timeline: Path | None = None  # benchmarks: a folder for the stage times of messages (core/timeline.py)
     instance_id: str = field(default_factory=lambda: default_instance_id())
+    # The admin API and the user's data (OPERATIONS.md), and their extensions.
+    admin_tokens: tuple[AdminToken, ...] = ()  # none: the admin API is off
+    user_retention: float | None = None  # seconds after a user's last message; None: kept
+    broadcast_rate: float | None = None  # starts a second; None: the channel's own pace
+    broadcast_lease: float = 30.0  # how long a broadcast whose runner died waits for another
 
     @property
     def emails_dir(self) -> Path:
@@ -156,6 +173,18 @@ class _Reader:
             raise self.fail(name, f"URL has no host: {value!r}")
         return value
 
+    def urls(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        """One URL, or several separated by commas (the nodes of a cluster), each checked like :meth:`url`."""
+        value = self.raw(name)
+        if value is None:
+            return None
+        nodes = [node.strip() for node in value.split(",")]
+        if not all(nodes):
+            raise self.fail(name, f"an empty URL in the list: {value!r}")
+        for node in nodes:
+            _Reader({name: node}, self.require_stories).url(name, schemes)
+        return ",".join(nodes)
+
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         value = self.raw(name)
         if value is None:
@@ -203,6 +232,35 @@ class _Reader:
             raise self.fail(name, f"folder does not exist: {path}")
         return path
 
+    def admin_tokens(self) -> tuple[AdminToken, ...]:
+        name = "GATEWAY_ADMIN_TOKEN"
+        value = self.raw(name)
+        if value is None:
+            return ()
+        tokens: list[AdminToken] = []
+        for position, pair in enumerate(value.split(","), start=1):
+            who, colon, token = pair.strip().partition(":")
+            if not colon or not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", who):
+                raise self.fail(name, f"pair {position} is not NAME:TOKEN (a name of letters, digits, _.@-)")
+            if len(token) < MIN_ADMIN_TOKEN or not token.isprintable() or " " in token:
+                raise self.fail(name, f"the token of {who!r}: {MIN_ADMIN_TOKEN}+ characters, no spaces")
+            if any(t.name == who for t in tokens) or any(t.token == token for t in tokens):
+                raise self.fail(name, f"{who!r} appears twice, or shares its token with another name")
+            tokens.append(AdminToken(who, token))
+        return tuple(tokens)
+
+    def rate(self, name: str) -> float | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            number = float(value.removesuffix("/s"))
+        except ValueError:
+            raise self.fail(name, f"not a number per second: {value!r}") from None
+        if not 0 < number <= 1_000_000:
+            raise self.fail(name, f"{value} is out of range (more than 0, at most 1000000 a second)")
+        return number
+
     def smtp(self) -> SmtpSettings | None:
         name = "GATEWAY_SMTP_URL"
         value = self.url(name, ("smtp", "smtps"))
@@ -243,7 +301,8 @@ class _Reader:
                 raise self.fail(name, f"use letters, digits, '_', '-' and '.', got {prefix!r}")
         levels = ("debug", "info", "warning", "error")
         return Settings(
-            amqp_url=self.url("GATEWAY_AMQP_URL", ("amqp", "amqps")),
+            amqp_url=self.urls("GATEWAY_AMQP_URL", ("amqp", "amqps")),
+            redis_cluster=self.boolean("GATEWAY_REDIS_CLUSTER", d.redis_cluster),
             redis_url=self.url("GATEWAY_REDIS_URL", ("redis", "rediss", "unix")),
             smtp=self.smtp(),
             outbox=self.folder("GATEWAY_OUTBOX", str(d.outbox), must_exist=False),
@@ -289,6 +348,10 @@ class _Reader:
             metrics_port=self.integer("GATEWAY_METRICS_PORT", 0, 0, 65535)
             if self.raw("GATEWAY_METRICS_PORT") is not None
             else None,
+            admin_tokens=self.admin_tokens(),
+            user_retention=self.duration("GATEWAY_USER_RETENTION", 0.0) or None,
+            broadcast_rate=self.rate("GATEWAY_BROADCAST_RATE"),
+            broadcast_lease=self.duration("GATEWAY_BROADCAST_LEASE", d.broadcast_lease),
         )
 
 

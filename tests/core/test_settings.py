@@ -42,6 +42,11 @@ def test_smtp_url_forms() -> None:
     assert start and start.starttls and start.timeout == 5.0
 
 
+def test_the_broker_may_be_the_nodes_of_a_cluster() -> None:
+    s = settings(GATEWAY_AMQP_URL=" amqp://u:p@a:5672/v , amqp://u:p@b:5673/v ", GATEWAY_REDIS_CLUSTER="true")
+    assert s.amqp_url == "amqp://u:p@a:5672/v,amqp://u:p@b:5673/v" and s.redis_cluster
+
+
 def test_channels_switch_on_with_their_settings() -> None:
     s = settings(
         TELEGRAM_BOT_TOKEN="1:x",
@@ -60,6 +65,9 @@ def test_channels_switch_on_with_their_settings() -> None:
     [
         ("GATEWAY_AMQP_URL", "http://x", "scheme"),
         ("GATEWAY_AMQP_URL", "amqp://host:99999/", "not a valid URL"),
+        ("GATEWAY_AMQP_URL", "amqp://a:5672/,http://b/", "scheme"),
+        ("GATEWAY_AMQP_URL", "amqp://a:5672/,,amqp://b/", "empty URL"),
+        ("GATEWAY_REDIS_CLUSTER", "sometimes", "not a boolean"),
         ("GATEWAY_REDIS_URL", "redis://", "no host"),
         ("GATEWAY_SMTP_URL", "smtps://h?starttls=true", "already uses TLS"),
         ("GATEWAY_PORT", "eighty", "not an integer"),
@@ -73,6 +81,13 @@ def test_channels_switch_on_with_their_settings() -> None:
         ("GATEWAY_PROCESSED_TTL", "soon", "not a duration"),
         ("TELEGRAM_MODE", "carrier-pigeon", "must be one of"),
         ("GATEWAY_REDIS_PREFIX", "a b", "letters"),
+        ("GATEWAY_ADMIN_TOKEN", "just-a-token-no-name", "NAME:TOKEN"),
+        ("GATEWAY_ADMIN_TOKEN", "ops:short", "16+ characters"),
+        ("GATEWAY_ADMIN_TOKEN", "ops:0123456789abcdef,ops:fedcba9876543210", "twice"),
+        ("GATEWAY_ADMIN_TOKEN", "a:0123456789abcdef,b:0123456789abcdef", "shares its token"),
+        ("GATEWAY_USER_RETENTION", "forever", "not a duration"),
+        ("GATEWAY_BROADCAST_RATE", "fast", "not a number"),
+        ("GATEWAY_BROADCAST_RATE", "0", "out of range"),
     ],
 )
 def test_malformed_setting_names_the_variable(name: str, value: str, why: str) -> None:
@@ -99,3 +114,19 @@ def test_durations() -> None:
     ]
     with pytest.raises(ValueError):
         parse_duration("3 weeks")
+
+
+def test_admin_tokens_retention_and_broadcast_pace() -> None:
+    s = settings(
+        GATEWAY_ADMIN_TOKEN=" ops:0123456789abcdef , ci-bot:ZYXWVUTSRQPONMLK-1",
+        GATEWAY_USER_RETENTION="400d",
+        GATEWAY_BROADCAST_RATE="12.5/s",
+    )
+    assert [(t.name, t.token) for t in s.admin_tokens] == [
+        ("ops", "0123456789abcdef"),
+        ("ci-bot", "ZYXWVUTSRQPONMLK-1"),
+    ]
+    assert "0123456789abcdef" not in repr(s), "a token never reaches a log through the settings"
+    assert (s.user_retention, s.broadcast_rate, s.broadcast_lease) == (400 * 86400, 12.5, 30.0)
+    off = settings()
+    assert (off.admin_tokens, off.user_retention, off.broadcast_rate) == ((), None, None)

@@ -39,7 +39,7 @@ class Turn:
     replies: list[Reply]
     emails: list[EmailJob]
     # Extensions for logs: how the message was handled ("button", "trigger", "next", "retry",
-    # "fallback"), None when nothing matched; and what went wrong without stopping the story.
+    # "fallback", "broadcast"), None when nothing matched; and what went wrong without stopping the story.
     route: str | None = None
     warnings: tuple[str, ...] = field(default=())
 
@@ -91,6 +91,8 @@ class _Run:
         stories = self.stories.stories
         session = self.session
         message = self.message
+        if message.kind == "broadcast":
+            return self.broadcast(message.story or "")
         pressed = message.button
         text = message.text
         if pressed is not None:
@@ -123,6 +125,15 @@ class _Run:
             story = stories[fallback]
             return self.run(story, story.entry, "fallback")
         return self.unhandled()
+
+    def broadcast(self, story_id: str) -> Turn:
+        """An operator's broadcast starts the story like a trigger would: a new session, no @message."""
+        story = self.stories.stories.get(story_id)
+        if story is None:  # the stories changed since the broadcast was asked for
+            self.warnings.append(f"broadcast of story {story_id!r}, which the stories no longer have")
+            return self.unhandled()
+        self.said = ""
+        return self.run(story, story.entry, "broadcast")
 
     def match_button(self, buttons: tuple[Button, ...], text: str) -> Button | None:
         """(1) by payload, by title (trimmed, ignoring case), or by number on SMS."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from gateway.core.bus.base import Bus
 from gateway.core.metrics import Metrics
+from gateway.core.services import UserStores
 from gateway.core.settings import Settings
 from gateway.core.store.base import Store
 
@@ -26,12 +27,14 @@ class RoleName(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """What the roles of one process share: settings, the connected bus and store, one metrics registry."""
+    """What the roles of one process share: settings, the connected bus and store (with the user data
+    beside it), one metrics registry."""
 
     settings: Settings
     bus: Bus
     store: Store
     metrics: Metrics
+    users: UserStores
 
 
 class Role(ABC):

@@ -26,7 +26,11 @@ class WorkerRole(Role):
         self.engine = engine
         self.reloader = StoriesReloader(services.settings, self._swap, watch=watch)
         self.story_worker = StoryWorker(
-            services.bus, services.store, lambda: self.engine, metrics=services.metrics
+            services.bus,
+            services.store,
+            lambda: self.engine,
+            metrics=services.metrics,
+            users=services.users.index,
         )
 
     @property

@@ -183,6 +183,17 @@ class Bus(ABC):
     async def replay_dead_letters(self, topic: Topic, limit: int | None = None) -> int:
         """Move dead letters back onto their topic, oldest first; return how many."""
 
+    @abstractmethod
+    async def remove_dead_letters(
+        self, topic: Topic, matches: Callable[[Envelope], bool]
+    ) -> list[DeadLetter]:
+        """Delete the dead letters of ``topic`` whose envelope ``matches`` (the others stay, in order);
+        return those deleted. For erasing what concerns one user: a dead letter holds their words.
+
+        A broker message the broker itself dead-lettered while packed goes only when every envelope in it
+        matches (it cannot be split); the bus's own dead letters hold one envelope each.
+        """
+
     async def __aenter__(self) -> Bus:
         await self.start()
         return self

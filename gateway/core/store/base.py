@@ -4,6 +4,8 @@ Two implementations sit beside this module: :mod:`gateway.core.store.redis` (red
 :mod:`gateway.core.store.memory`. One contract test suite (``tests/core/store/test_contract.py``) runs against
 both.
 
+Record kinds are names of letters, digits, ``_`` and ``-`` (:data:`RECORD_KIND`).
+
 A worker handles one inbound message with exactly two calls, each one round trip on Redis:
 :meth:`Store.load` (session + user attributes + "was this message already committed?") and
 :meth:`Store.commit` (new session, attribute changes and the outputs, atomically, keyed by the message
@@ -16,11 +18,21 @@ records after ``processed_ttl``, duplicate markers and leases after the TTL they
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.core.schema import Button, ConversationKey
+
+RECORD_KIND = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def check_record_kinds(kinds: Iterable[str]) -> None:
+    """Refuse a kind that could break a key name (every implementation checks before writing)."""
+    for kind in kinds:
+        if not RECORD_KIND.fullmatch(kind):
+            raise ValueError(f"a record kind is 1 to 32 letters, digits, '_' or '-': {kind!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +47,27 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """A conversation record beside the session, opaque to the store, kept ``ttl`` seconds.
+
+    For state with a life of its own: pending timers outlive the session that set them, a handoff lasts
+    until a person hands back, the transcript keeps the last messages. Each kind (``timers``,
+    ``handoff``, ...) is owned and encoded by the code that uses it; the store only keeps the bytes with
+    the conversation's other keys, so they are written in the same atomic commit and erased with the user.
+    """
+
+    value: bytes
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """What :meth:`Store.load` returns."""
 
     session: Session | None
     user: Mapping[str, str]
     outputs: tuple[bytes, ...] | None  # recorded outputs when the message was already committed
+    records: Mapping[str, bytes] = field(default_factory=dict)  # the kinds asked for that exist
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +78,14 @@ class Commit:
     session: Session | None  # None ends the session
     user_changes: Mapping[str, str | None] = field(default_factory=dict)  # None deletes the attribute
     outputs: Sequence[bytes] = ()  # serialized replies and email jobs, published after the commit
+    records: Mapping[str, Record | None] = field(default_factory=dict)  # by kind; None deletes it
 
 
 class Store(ABC):
     @abstractmethod
-    async def load(self, key: ConversationKey, message_id: str) -> Snapshot:
-        """One round trip: session, the user's attributes, and the commit of ``message_id`` if any."""
+    async def load(self, key: ConversationKey, message_id: str, records: Sequence[str] = ()) -> Snapshot:
+        """One round trip: session, the user's attributes, the commit of ``message_id`` if any, and the
+        conversation records of the kinds named in ``records`` that exist."""
 
     @abstractmethod
     async def commit(self, key: ConversationKey, commit: Commit) -> bool:

@@ -12,11 +12,11 @@ import dataclasses
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 from gateway.core.schema import ConversationKey
-from gateway.core.store.base import Commit, Session, Snapshot, Store
+from gateway.core.store.base import Commit, Session, Snapshot, Store, check_record_kinds
 
 Clock = Callable[[], float]
 K = TypeVar("K", bound=Hashable)
@@ -70,22 +70,32 @@ class MemoryStore(Store):
         # (channel, user, message id): the same scope as KeyBuilder.processed
         self._processed: _ExpiringMap[tuple[str, str, str], tuple[bytes, ...]] = _ExpiringMap()
         self._opted_out: set[tuple[str, str]] = set()  # (channel, user); never expires
+        self._records: _ExpiringMap[tuple[ConversationKey, str], bytes] = _ExpiringMap()  # (conv, kind)
         self._seen: _ExpiringMap[tuple[str, str], None] = _ExpiringMap()  # (namespace, item)
         self._leases: _ExpiringMap[tuple[str, str], str] = _ExpiringMap()  # (namespace, item) -> holder
 
-    async def load(self, key: ConversationKey, message_id: str) -> Snapshot:
+    async def load(self, key: ConversationKey, message_id: str, records: Sequence[str] = ()) -> Snapshot:
         now = self._purge()
+        check_record_kinds(records)
+        found = {kind: kept for kind in records if (kept := self._records.get((key, kind), now)) is not None}
         return Snapshot(
             session=self._sessions.get(key, now),
             user=dict(self._users.get((key.channel, key.user), {})),
             outputs=self._processed.get((key.channel, key.user, message_id), now),
+            records=found,
         )
 
     async def commit(self, key: ConversationKey, commit: Commit) -> bool:
         now = self._purge()
         processed_id = (key.channel, key.user, commit.message_id)
+        check_record_kinds(commit.records)
         if self._processed.contains(processed_id, now):
             return False
+        for kind, record in commit.records.items():
+            if record is None:
+                self._records.pop((key, kind))
+            else:
+                self._records.put((key, kind), bytes(record.value), now + record.ttl)
         if commit.session is None:
             self._sessions.pop(key)
         else:
@@ -159,6 +169,7 @@ class MemoryStore(Store):
             + len(self._processed)
             + len(self._seen)
             + len(self._leases)
+            + len(self._records)
         )
 
     def _purge(self) -> float:
@@ -168,4 +179,5 @@ class MemoryStore(Store):
         self._processed.purge(now)
         self._seen.purge(now)
         self._leases.purge(now)
+        self._records.purge(now)
         return now

@@ -9,7 +9,9 @@ redis-py's per-command cost, that dominated the worker's profile), each with its
 
 Layout: the session is one JSON string (story, step, values, buttons, ttl) with PX = its ttl; the
 user's attributes are a hash with no TTL; a processed message is a list — a format marker, then the
-recorded outputs as they were (Redis strings hold any bytes) — with PX = ``processed_ttl``.
+recorded outputs as they were (Redis strings hold any bytes) — with PX = ``processed_ttl``; a record is
+a string with its own PX. The user's expiring keys are indexed in a sorted set (key → expiry in ms, by
+Redis's clock) written by the same commit, so everything kept about a user is found without a scan.
 
 Failures: every connection error, timeout, loading or read-only answer surfaces at once as
 :class:`~gateway.core.errors.StoreUnavailable` and the caller retries (no retries inside: a retried SET NX
@@ -31,28 +33,40 @@ from redis.asyncio import Redis
 from redis.typing import EncodableT
 
 from gateway.core.redis.client import make_client
-from gateway.core.redis.pipeline import AutoPipeline
+from gateway.core.redis.cluster import ClusterPipeline
+from gateway.core.redis.pipeline import AutoPipeline, CommandPipeline
 from gateway.core.redis.scripts import LuaScript
 from gateway.core.schema import Button, ConversationKey
-from gateway.core.store.base import Commit, Session, Snapshot, Store
+from gateway.core.store.base import Commit, Session, Snapshot, Store, check_record_kinds
 from gateway.core.store.keys import KeyBuilder
 
 log = logging.getLogger(__name__)
 
 _PROCESSED_MARKER = b"v1"  # first item of a processed list: a commit with no outputs still exists
 
-# KEYS: session, user, processed. Returns {session JSON or nil, HGETALL user, the processed list}.
+# KEYS: session, user, processed, then one key per record kind asked for.
+# Returns {session JSON or nil, HGETALL user, the processed list, each record or nil}.
 _LOAD = """
-return {redis.call('GET', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('LRANGE', KEYS[3], 0, -1)}
+local found = {redis.call('GET', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+found[3] = redis.call('LRANGE', KEYS[3], 0, -1)
+for i = 4, #KEYS do
+  found[i] = redis.call('GET', KEYS[i])
+end
+return found
 """
 
-# KEYS: session, user, processed.
+# KEYS: session, user, processed, the user's key index, then one key per record written.
 # ARGV: session JSON ('' deletes it), session ttl ms, processed ttl ms, #attribute pairs to set,
-#       #attributes to delete, the pairs, the deleted names, then the processed list: marker, outputs.
+#       #attributes to delete, per record its value and ttl ms (0 deletes it), the pairs, the deleted
+#       names, then the processed list: marker, outputs.
+# Every expiring key written is entered in the index with when it expires; entries past are dropped.
 _COMMIT = """
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return 0
 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local index = KEYS[4]
 local function call_chunked(command, key, first, last)
   while first <= last do
     local stop = math.min(first + 999, last)
@@ -60,18 +74,33 @@ local function call_chunked(command, key, first, last)
     first = stop + 1
   end
 end
-if ARGV[1] == '' then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local function put(key, value, ttl)
+  if value == '' or ttl == '0' then
+    redis.call('DEL', key)
+    redis.call('ZREM', index, key)
+  else
+    redis.call('SET', key, value, 'PX', ttl)
+    redis.call('ZADD', index, now + tonumber(ttl), key)
+  end
 end
-local pairs_start = 6
+put(KEYS[1], ARGV[1], ARGV[2])
+local records = #KEYS - 4
+for i = 1, records do
+  put(KEYS[4 + i], ARGV[4 + 2 * i], ARGV[5 + 2 * i])
+end
+local pairs_start = 6 + 2 * records
 local deletes_start = pairs_start + 2 * tonumber(ARGV[4])
 local record_start = deletes_start + tonumber(ARGV[5])
 call_chunked('HSET', KEYS[2], pairs_start, deletes_start - 1)
 call_chunked('HDEL', KEYS[2], deletes_start, record_start - 1)
 call_chunked('RPUSH', KEYS[3], record_start, #ARGV)
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('ZADD', index, now + tonumber(ARGV[3]), KEYS[3])
+redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+if last[2] then
+  redis.call('PEXPIREAT', index, last[2])
+end
 return 1
 """
 
@@ -145,14 +174,16 @@ class RedisStore(Store):
         connect_timeout: float = 2.0,
         pool_timeout: float = 10.0,
         health_check_interval: int = 30,
+        cluster: bool = False,
         **pool_options: Any,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"a Redis key prefix cannot hold a brace (it breaks the hash tag): {prefix!r}")
+        self._pipeline: CommandPipeline
+        self._client: Redis | None = None
         if isinstance(redis, str):
             pool_options.setdefault("client_name", "gateway-store")
-            self._client = make_client(
-                redis,
+            options: dict[str, Any] = dict(
                 max_connections=max_connections,
                 socket_timeout=socket_timeout,
                 connect_timeout=connect_timeout,
@@ -160,10 +191,16 @@ class RedisStore(Store):
                 health_check_interval=health_check_interval,
                 **pool_options,
             )
+            if cluster:  # one pool and pipeline per master, calls routed by slot
+                self._pipeline = ClusterPipeline(redis, max_batch=32, **options)
+            else:
+                self._client = make_client(redis, **options)
             self._owns_client = True
         else:
             if redis.connection_pool.connection_kwargs.get("decode_responses"):
                 raise ValueError("RedisStore needs a client with decode_responses=False (outputs are bytes)")
+            if cluster:
+                raise ValueError("a Redis Cluster store is built from a URL, not from a client")
             self._client = redis
             self._owns_client = False
         self.keys = KeyBuilder(prefix)
@@ -172,7 +209,8 @@ class RedisStore(Store):
         self._commit = LuaScript.of(_COMMIT)
         self._lease = LuaScript.of(_LEASE)
         self._release = LuaScript.of(_RELEASE)
-        self._pipeline = AutoPipeline(self._client.connection_pool, max_batch=32)
+        if self._client is not None:
+            self._pipeline = AutoPipeline(self._client.connection_pool, max_batch=32)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -191,18 +229,34 @@ class RedisStore(Store):
 
     @property
     def client(self) -> Redis:
+        """The redis-py client of a single-node store (tests and tools look at keys with it)."""
+        if self._client is None:
+            raise RuntimeError("a Redis Cluster store has a client per node, not one")
         return self._client
 
-    async def load(self, key: ConversationKey, message_id: str) -> Snapshot:
+    @property
+    def pipeline(self) -> CommandPipeline:
+        """The store's pipeline (one node's, or routed by slot on a cluster), shared by the user data, the
+        user index and the broadcasts on Redis."""
+        return self._pipeline
+
+    async def load(self, key: ConversationKey, message_id: str, records: Sequence[str] = ()) -> Snapshot:
         keys = self.keys
-        raw_session, raw_user, processed = await self._pipeline.run(
+        check_record_kinds(records)
+        raw_session, raw_user, processed, *raw_records = await self._pipeline.run(
             self._load,
-            (keys.session(key), keys.user(key.channel, key.user), keys.processed(key, message_id)),
+            (
+                keys.session(key),
+                keys.user(key.channel, key.user),
+                keys.processed(key, message_id),
+                *(keys.record(key, kind) for kind in records),
+            ),
         )
         return Snapshot(
             session=self._session_or_none(key, raw_session),
             user=_decode_hash(raw_user),
             outputs=tuple(processed[1:]) if processed else None,
+            records={kind: value for kind, value in zip(records, raw_records, strict=False) if value},
         )
 
     @staticmethod
@@ -227,12 +281,19 @@ class RedisStore(Store):
                 to_delete.append(name)
             else:
                 to_set += (name, value)
+        check_record_kinds(commit.records)
+        kinds = list(commit.records)
+        record_args: list[EncodableT] = []
+        for kind in kinds:
+            record = commit.records[kind]
+            record_args += (record.value, _milliseconds(record.ttl)) if record is not None else (b"", 0)
         args: list[EncodableT] = [
             encode_session(session) if session is not None else b"",
             _milliseconds(session.ttl) if session is not None else 0,
             _milliseconds(self.processed_ttl),
             len(to_set) // 2,
             len(to_delete),
+            *record_args,
             *to_set,
             *to_delete,
             _PROCESSED_MARKER,
@@ -240,7 +301,13 @@ class RedisStore(Store):
         ]
         written = await self._pipeline.run(
             self._commit,
-            (keys.session(key), keys.user(key.channel, key.user), keys.processed(key, commit.message_id)),
+            (
+                keys.session(key),
+                keys.user(key.channel, key.user),
+                keys.processed(key, commit.message_id),
+                keys.user_keys(key.channel, key.user),
+                *(keys.record(key, kind) for kind in kinds),
+            ),
             args,
         )
         return bool(written)
@@ -265,11 +332,16 @@ class RedisStore(Store):
         return created is not None
 
     async def is_seen(self, namespace: str, item: str) -> bool:
-        found: int = await self._pipeline.execute("EXISTS", self.keys.seen(namespace, item))
-        return found > 0
+        """The marker, or one written under its name before markers were digested (looked for only when
+        there is no marker: a second round trip on the uncommon path; each key in its own slot)."""
+        if await self._pipeline.execute("EXISTS", self.keys.seen(namespace, item)):
+            return True
+        legacy: int = await self._pipeline.execute("EXISTS", self.keys.legacy_seen(namespace, item))
+        return legacy > 0
 
     async def forget_seen(self, namespace: str, item: str) -> None:
         await self._pipeline.execute("DEL", self.keys.seen(namespace, item))
+        await self._pipeline.execute("DEL", self.keys.legacy_seen(namespace, item))
 
     async def lease(self, namespace: str, item: str, holder: str, ttl: float) -> bool:
         taken = await self._pipeline.run(
@@ -281,14 +353,16 @@ class RedisStore(Store):
         await self._pipeline.run(self._release, (self.keys.lease(namespace, item),), (holder,))
 
     async def ping(self) -> bool:
+        if isinstance(self._pipeline, ClusterPipeline):
+            return await self._pipeline.ping()
         try:
-            return bool(await self._client.ping())
+            return bool(await self.client.ping())
         except (redis_errors.RedisError, OSError):
             return False
 
     async def close(self) -> None:
         await self._pipeline.aclose()
-        if self._owns_client:
+        if self._owns_client and self._client is not None:
             await self._client.aclose()
 
 

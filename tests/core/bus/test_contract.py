@@ -17,12 +17,15 @@ from gateway.core.bus.memory import MemoryBus
 from gateway.core.bus.rabbit import RabbitBus
 from gateway.core.errors import Rejected, Unavailable
 from tests.support.bus import FAST_RETRIES, WAIT, Watch, delete_topology, envelope, eventually, number
+from tests.support.clusters import RabbitCluster
 
 PARTITIONS = 4
 MAX_ATTEMPTS = 3
 
 
-@pytest.fixture(params=["memory", "rabbit", "rabbit-quorum"])
+@pytest.fixture(
+    params=["memory", "rabbit", "rabbit-quorum", pytest.param("rabbit-cluster", marks=pytest.mark.cluster)]
+)
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     if request.param == "memory":
         memory = MemoryBus(partitions=PARTITIONS, max_attempts=MAX_ATTEMPTS, backoff=FAST_RETRIES)
@@ -30,7 +33,11 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
         yield memory
         await memory.close()
         return
-    amqp_url: str = request.getfixturevalue("amqp_url")
+    if request.param == "rabbit-cluster":  # the same contract on a 3-node RabbitMQ cluster, quorum queues
+        cluster: RabbitCluster = request.getfixturevalue("rabbit_cluster")
+        amqp_url = cluster.amqp_url
+    else:
+        amqp_url = request.getfixturevalue("amqp_url")
     prefix: str = request.getfixturevalue("queue_prefix")
     rabbit = RabbitBus(
         amqp_url,
@@ -39,14 +46,14 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
         max_attempts=MAX_ATTEMPTS,
         backoff=FAST_RETRIES,
         rebalance_interval=0.2,
-        queue_type="quorum" if request.param == "rabbit-quorum" else "classic",
+        queue_type="classic" if request.param == "rabbit" else "quorum",
     )
     await rabbit.start()
     try:
         yield rabbit
     finally:
         await rabbit.close()
-        await delete_topology(amqp_url, rabbit.topology)
+        await delete_topology(amqp_url.split(",")[0], rabbit.topology)
 
 
 def keys_on_every_partition(count: int) -> list[str]:
@@ -178,6 +185,36 @@ async def test_after_max_attempts_a_message_is_dead_lettered_with_the_last_error
     assert letter.reason == "ValueError('boom')"
     assert letter.attempts == MAX_ATTEMPTS
     assert before <= letter.failed_at <= time.time()
+
+
+async def test_dead_letters_of_one_user_can_be_removed_leaving_the_others_in_order(bus: Bus) -> None:
+    """What an erase of a user's data does to the dead letters: theirs go, the others stay as they were."""
+    watch = Watch()
+    rejected: list[str] = []
+    sent = [envelope("k", n, user="ada" if n % 3 == 0 else "bob") for n in range(7)]
+
+    async def handler(delivery: Delivery) -> None:
+        rejected.append(delivery.envelope.message_id)
+        watch.changed()
+        raise Rejected("refused")
+
+    subscription = await bus.subscribe(Topic.OUTBOUND, handler)
+    await bus.publish(Topic.OUTBOUND, sent)
+    await watch.until(lambda: len(rejected) == len(sent))
+    await subscription.stop()
+
+    async def all_dead() -> bool:
+        return len(await bus.dead_letters(Topic.OUTBOUND)) == len(sent)
+
+    await eventually(all_dead)
+    removed = await bus.remove_dead_letters(Topic.OUTBOUND, lambda e: e.headers.get("user") == "ada")
+    assert [letter.envelope for letter in removed] == [sent[0], sent[3], sent[6]]
+    assert all(letter.reason == "refused" for letter in removed)
+    assert [d.envelope for d in await bus.dead_letters(Topic.OUTBOUND)] == [
+        e for e in sent if e.headers["user"] == "bob"
+    ]
+    assert await bus.remove_dead_letters(Topic.OUTBOUND, lambda e: e.headers.get("user") == "ada") == []
+    assert await bus.remove_dead_letters(Topic.EMAIL, lambda e: True) == []
 
 
 async def test_rejected_is_dead_lettered_at_once_with_its_reason(bus: Bus) -> None:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from gateway.core.schema import Button, ConversationKey
-from gateway.core.store.base import Commit, Session, Snapshot, Store
+from gateway.core.store.base import Commit, Record, Session, Snapshot, Store
 from gateway.core.store.memory import MemoryStore
 from gateway.core.store.redis import RedisStore
+from tests.support.clusters import RedisCluster
 
 KEY = ConversationKey("telegram", "chat-1", "user-1")
 EXPIRY_DEADLINE = 5.0  # seconds Redis may take past a TTL before a test gives up
@@ -70,7 +71,7 @@ class Harness:
             await asyncio.sleep(0.02)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", pytest.param("redis-cluster", marks=pytest.mark.cluster)])
 async def harness(
     request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
 ) -> AsyncIterator[Harness]:
@@ -78,6 +79,13 @@ async def harness(
         clock = FakeClock()
         h = Harness(
             "memory", lambda **options: MemoryStore(clock=clock, **options), short_ttl=60.0, clock=clock
+        )
+    elif request.param == "redis-cluster":  # the same contract on a 6-node Redis Cluster of its own
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        h = Harness(
+            "redis-cluster",
+            lambda **options: RedisStore.from_url(cluster.url, prefix=redis_prefix, cluster=True, **options),
+            short_ttl=0.3,
         )
     else:
         h = Harness(
@@ -398,3 +406,35 @@ async def test_a_lease_ends_after_its_ttl_and_a_late_release_frees_nothing(
     await harness.until_expired(free)  # mailer-a died: mailer-b takes over once the lease has run out
     await store.release("email", "m1/e0", "mailer-a")  # mailer-a was only slow: its release is too late
     assert await store.lease("email", "m1/e0", "mailer-a", 600) is False, "mailer-b's lease stays"
+
+
+async def test_records_are_kept_beside_the_session_with_their_own_ttl(harness: Harness, store: Store) -> None:
+    """A conversation record (timers, a handoff) is written by the atomic commit, read back by load only
+    when asked for, outlives the session, and expires on its own."""
+    timers = Record(b'[{"due": 1}]', harness.short_ttl)
+    handoff = Record(b"\x00binary\xff", 3600.0)
+    commit = Commit("m1", session(ttl=1.0), records={"timers": timers, "handoff": handoff})
+    assert await store.commit(KEY, commit) is True
+    assert (await store.load(KEY, "m2")).records == {}, "none asked for"
+    loaded = await store.load(KEY, "m2", ("timers", "handoff", "transcript"))
+    assert loaded.records == {"timers": timers.value, "handoff": handoff.value}
+    other = await store.load(ConversationKey(KEY.channel, "other-chat", KEY.user), "m2", ("timers",))
+    assert other.records == {}, "a record belongs to its conversation"
+
+    assert await store.commit(KEY, Commit("m2", None, records={"handoff": None})) is True
+    assert (await store.load(KEY, "m3", ("timers", "handoff"))).records == {"timers": timers.value}
+    await harness.until_expired(
+        lambda: _records_gone(store, ("timers",))
+    )
+
+
+async def _records_gone(store: Store, kinds: tuple[str, ...]) -> bool:
+    return (await store.load(KEY, "probe", kinds)).records == {}
+
+
+async def test_a_record_kind_that_could_break_a_key_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="record kind"):
+        await store.commit(KEY, Commit("m1", None, records={"a:b": Record(b"x", 1.0)}))
+    with pytest.raises(ValueError, match="record kind"):
+        await store.load(KEY, "m1", ("{tag}",))
+    assert (await store.load(KEY, "m1")).outputs is None, "nothing was written"

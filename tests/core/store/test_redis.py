@@ -22,7 +22,7 @@ from redis.exceptions import MaxConnectionsError, ResponseError
 from gateway.core.errors import StoreUnavailable
 from gateway.core.redis.pipeline import pack_command
 from gateway.core.schema import Button, ConversationKey
-from gateway.core.store.base import Commit, Session, Snapshot
+from gateway.core.store.base import Commit, Record, Session, Snapshot
 from gateway.core.store.keys import KeyBuilder
 from gateway.core.store.redis import RedisStore
 from tests.support.faults import PrivateRedis
@@ -92,6 +92,8 @@ async def test_every_key_expires_but_the_users_attributes(redis_url: str, redis_
         assert await store.commit(KEY, Commit("m1", SESSION, {"email": "a@x.org"}, [b"hello"])) is True
         assert await store.commit(KEY, Commit("m2", SESSION, {"lang": "en"}, [])) is True
         assert await store.commit(KEY, Commit("m3", None, {"lang": None}, [b"bye"])) is True  # the end
+        timers = {"timers": Record(b"[]", 3600.0)}
+        assert await store.commit(KEY, Commit("m4", None, records=timers)) is True
         assert await store.mark_seen("inbound", "telegram:update:7", 600.0) is True
         assert await store.lease("email-sending", "m1/e0", "mailer-a", 120.0) is True  # its holder died
         await store.set_opted_out(KEY.channel, KEY.user, True)
@@ -105,6 +107,9 @@ async def test_every_key_expires_but_the_users_attributes(redis_url: str, redis_
         keys.processed(KEY, "m1"),
         keys.processed(KEY, "m2"),
         keys.processed(KEY, "m3"),
+        keys.processed(KEY, "m4"),
+        keys.record(KEY, "timers"),
+        keys.user_keys(KEY.channel, KEY.user),
         keys.seen("inbound", "telegram:update:7"),
         keys.lease("email-sending", "m1/e0"),
         keys.opt_out(KEY.channel, KEY.user),
@@ -324,7 +329,9 @@ async def test_concurrent_calls_share_one_round_trip_and_get_their_own_answers(
         1,
         1,
     ]
-    assert len(sent) == 2  # that batch, then the lone is_seen
+    # Then what looks under the name markers had before they were digested, where no marker was found
+    # (is_seen "never") or one was deleted (forget_seen), and the lone is_seen (no marker: both names).
+    assert [sum(commands_in(payload, name) for payload in sent[1:]) for name in (b"EXISTS", b"DEL")] == [3, 1]
 
 
 async def test_a_batch_holds_at_most_max_batch_calls(redis_url: str, redis_prefix: str) -> None:
@@ -334,7 +341,7 @@ async def test_a_batch_holds_at_most_max_batch_calls(redis_url: str, redis_prefi
     try:
         await store.ping()  # connect before counting
         sent.clear()
-        found = await asyncio.gather(*(store.is_seen("inbound", f"item-{n}") for n in range(10)))
+        found = await asyncio.gather(*(store.opted_out("sms", f"+1555000{n}") for n in range(10)))
     finally:
         await store.close()
     assert found == [False] * 10
@@ -443,3 +450,49 @@ def test_commands_are_packed_as_redis_py_packs_them() -> None:
         assert pack_command(command) == b"".join(reference.pack_command(*command))
     with pytest.raises(TypeError, match="float"):
         pack_command(("SET", "k", 1.5))
+
+
+async def test_the_users_expiring_keys_are_indexed_by_the_commit(redis_url: str, redis_prefix: str) -> None:
+    """Everything kept about a user is found from one sorted set, without scanning the keyspace; keys
+    that expired or were deleted leave the index."""
+    store = RedisStore(redis_url, prefix=redis_prefix, processed_ttl=3600.0)
+    keys = KeyBuilder(redis_prefix)
+    other_chat = ConversationKey(KEY.channel, "another-chat", KEY.user)
+    try:
+        assert await store.commit(KEY, Commit("m1", SESSION, {"a": "1"}, [b"x"])) is True
+        assert await store.commit(other_chat, Commit("m2", SESSION, records={"timers": Record(b"t", 60)}))
+        assert await store.commit(KEY, Commit("m3", None, records={"handoff": Record(b"h", 0.05)}))
+        indexed = await store.client.zrange(keys.user_keys(KEY.channel, KEY.user), 0, -1)
+        assert {name.decode() for name in indexed} == {
+            keys.processed(KEY, "m1"),
+            keys.processed(other_chat, "m2"),
+            keys.processed(KEY, "m3"),
+            keys.session(other_chat),
+            keys.record(other_chat, "timers"),
+            keys.record(KEY, "handoff"),
+        }, "the ended session left the index"
+        assert 3590_000 < await store.client.pttl(keys.user_keys(KEY.channel, KEY.user)) <= 3600_000
+        while await store.client.exists(keys.record(KEY, "handoff")):  # noqa: ASYNC110 - Redis's own expiry
+            await asyncio.sleep(0.01)
+        assert await store.commit(KEY, Commit("m4", None, records={"handoff": None})) is True
+        indexed = await store.client.zrange(keys.user_keys(KEY.channel, KEY.user), 0, -1)
+        assert keys.record(KEY, "handoff").encode() not in indexed
+    finally:
+        await store.close()
+
+
+async def test_a_marker_written_before_markers_were_digested_still_counts(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Upgrading repeats nothing: a reply recorded as sent by an older release is still found as sent."""
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    try:
+        await store.client.set(store.keys.legacy_seen("sent", "webchat:u1:m1/r0"), b"1", px=60_000)
+        assert await store.is_seen("sent", "webchat:u1:m1/r0") is True
+        assert await store.is_seen("sent", "webchat:u1:m1/r1") is False
+        await store.forget_seen("sent", "webchat:u1:m1/r0")
+        assert await store.is_seen("sent", "webchat:u1:m1/r0") is False
+        assert await store.mark_seen("sent", "webchat:u1:m1/r0", 60.0) is True
+        assert not await store.client.exists(store.keys.legacy_seen("sent", "webchat:u1:m1/r0"))
+    finally:
+        await store.close()

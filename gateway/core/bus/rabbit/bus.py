@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.core.bus.base import Bus, DeadLetter, Envelope, Handler, Subscription, Topic
 from gateway.core.bus.dispatch import Backoff, RawDelivery, require_key
 from gateway.core.bus.rabbit.channels import restored
 from gateway.core.bus.rabbit.connection import BrokerConnection
-from gateway.core.bus.rabbit.dead_letters import buried, peek_dead, replay_dead
+from gateway.core.bus.rabbit.dead_letters import buried, peek_dead, remove_dead, replay_dead
 from gateway.core.bus.rabbit.naming import Topology
+from gateway.core.bus.rabbit.nodes import node_urls
 from gateway.core.bus.rabbit.publisher import Publisher
 from gateway.core.bus.rabbit.subscription import RabbitSubscription
 
@@ -36,7 +37,7 @@ class RabbitBus(Bus):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         prefix: str = "gw",
         partitions: int = 16,
@@ -57,7 +58,8 @@ class RabbitBus(Bus):
             raise ValueError(f"queue_type must be classic or quorum, got {queue_type!r}")
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
-        self.url = url
+        self.nodes = node_urls(url)  # one URL, or the nodes of a cluster (comma-separated)
+        self.url = ",".join(self.nodes)
         self.partitions = partitions
         self.max_attempts = max_attempts
         self.topology = Topology(prefix, partitions, queue_type, delivery_limit, direct_expiry)
@@ -93,7 +95,7 @@ class RabbitBus(Bus):
 
     async def start(self) -> None:
         await self._broker.open(
-            self.url,
+            self.nodes,
             self.topology,
             connect_timeout=self.connect_timeout,
             reconnect_interval=self.reconnect_interval,
@@ -195,3 +197,8 @@ class RabbitBus(Bus):
         return await replay_dead(
             self._broker, self.topology, topic, limit, timeout=self.publish_timeout, publish=self.publish
         )
+
+    async def remove_dead_letters(
+        self, topic: Topic, matches: Callable[[Envelope], bool]
+    ) -> list[DeadLetter]:
+        return await remove_dead(self._broker, self.topology, topic, matches, timeout=self.publish_timeout)
