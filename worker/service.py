@@ -128,13 +128,13 @@ class StoryWorker:
         # Replies and email jobs at once: the bus sends the publishes of one loop turn as one batch, with
         # one wait for the broker's confirms, where one topic after the other waited twice.
         topics = envelopes_of(message, recorded, outcome == "replayed").items()
-        published = await asyncio.gather(
-            *(self._publish(message, topic, envelopes) for topic, envelopes in topics if envelopes),
-            return_exceptions=True,
-        )
-        for failure in published:
-            if isinstance(failure, BaseException):
-                raise failure
+        publishes = [self._publish(message, topic, envelopes) for topic, envelopes in topics if envelopes]
+        if len(publishes) == 1:
+            await publishes[0]  # most turns: no task, no extra turn of the loop
+        elif publishes:
+            for failure in await asyncio.gather(*publishes, return_exceptions=True):
+                if isinstance(failure, BaseException):
+                    raise failure
         self._faults.reach("after_publish", message.id)
         if self.users is not None and message.kind == "message":
             await self._note_user(message)
