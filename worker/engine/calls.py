@@ -45,6 +45,7 @@ class HttpRequest:
     where: str  # the action in the stories, FILE:LINE:COL
     secret_headers: frozenset[str] = frozenset()  # (lower-case) names of headers that carry a secret
     redact: tuple[str, ...] = field(default=(), repr=False)  # secret values used, to hide when shown
+    shown_url: str = ""  # the URL rendered with *** for every secret, for logs
 
     def hide(self, text: str) -> str:
         """``text`` with every secret value of this request (raw or percent-encoded) replaced by ***."""
@@ -58,7 +59,7 @@ class HttpRequest:
     @property
     def shown(self) -> str:
         """``GET https://...`` without secrets, for logs and failures."""
-        return self.hide(f"{self.method} {self.url}")
+        return f"{self.method} {self.shown_url or self.hide(self.url)}"
 
     def __repr__(self) -> str:
         return f"HttpRequest({self.shown}, key={self.key!r}, at {self.where})"
@@ -106,13 +107,15 @@ _UNREAD = object()
 
 
 class SecretValues(Mapping[str, str]):
-    """The session values plus ``@secret.NAME`` (compiled as a session name under ``SECRET_PREFIX``)."""
+    """The session values plus ``@secret.NAME`` (compiled as a session name under ``SECRET_PREFIX``);
+    ``masked``: every secret that is set reads as ``***`` (to show a URL in a log)."""
 
-    __slots__ = ("secrets", "session", "used")
+    __slots__ = ("masked", "secrets", "session", "used")
 
-    def __init__(self, session: Mapping[str, str], secrets: Mapping[str, str]) -> None:
+    def __init__(self, session: Mapping[str, str], secrets: Mapping[str, str], masked: bool = False) -> None:
         self.session = session
         self.secrets = secrets
+        self.masked = masked
         self.used: set[str] = set()
 
     def __getitem__(self, name: str) -> str:
@@ -120,6 +123,8 @@ class SecretValues(Mapping[str, str]):
             value = self.secrets[name[len(SECRET_PREFIX) :]]
             if value:
                 self.used.add(value)
+                if self.masked:
+                    return REDACTED
             return value
         return self.session[name]
 
@@ -207,6 +212,7 @@ def build_request(
         where=str(action.where),
         secret_headers=frozenset(secret_headers),
         redact=tuple(sorted(scope.used, key=len, reverse=True)),
+        shown_url=render_url(action.url, SecretValues(values, secrets, masked=True), user, message) or "",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.app.roles.base import Role, Services, StoriesRefused
 from gateway.core.settings import Settings
 from worker.engine import Engine, Stories, StoriesError
+from worker.http import AddressPolicy, HttpClient
 from worker.reload import StoriesReloader, load_engine
 from worker.service import StoryWorker
 
@@ -25,12 +26,16 @@ class WorkerRole(Role):
         self.services = services
         self.engine = engine
         self.reloader = StoriesReloader(services.settings, self._swap, watch=watch)
+        settings = services.settings
+        policy = AddressPolicy(settings.http_allow)
+        self.http = HttpClient(policy, concurrency=settings.http_concurrency, metrics=services.metrics)
         self.story_worker = StoryWorker(
             services.bus,
             services.store,
             lambda: self.engine,
             metrics=services.metrics,
             users=services.users.index,
+            caller=self.http,
         )
 
     @property
@@ -50,6 +55,9 @@ class WorkerRole(Role):
 
     async def drain(self, timeout: float) -> None:
         await self.story_worker.stop(timeout)
+
+    async def close(self) -> None:
+        await self.http.close()
 
     def describe(self) -> list[str]:
         return [f"stories: {self.services.settings.stories}"]
