@@ -82,5 +82,6 @@ async def test_a_worker_killed_after_the_call_calls_again_with_the_same_key_and_
         assert {request.headers["Authorization"] for request in api.requests} == {f"Bearer {SECRET}"}
     assert sent_texts(telegram, 9400) == ["Order: shipped", "Order: shipped"]
     assert "committed before; re-publishing" in c.output()
+    assert "http secrets: 1 used\n" in c.output() + "\n"  # and none unset
     for role in roles:
         assert SECRET not in role.output()

@@ -22,7 +22,7 @@ from yarl import URL
 
 from worker.engine.expressions.tokens import SECRET_PREFIX
 from worker.engine.json_path import NotJson, read_json
-from worker.engine.model import CallApi, JsonArray, JsonBody, JsonLiteral
+from worker.engine.model import CallApi, JsonArray, JsonBody, JsonLiteral, JsonObject, Stories
 from worker.engine.templates import Expr, Template, Values
 
 MAX_CALLS: Final = 10  # http calls one message may make; more fail with "too many calls"
@@ -169,6 +169,33 @@ _SECRET = re.compile(r"@secret\.([A-Za-z0-9_-]+)")
 def secret_names(template: Template) -> set[str]:
     """The NAMEs of ``@secret.NAME`` the template's expressions read (or quote: a text written as one)."""
     return {name for expr in template.expressions for name in _SECRET.findall(expr.source)}
+
+
+def secrets_used(stories: Stories) -> set[str]:
+    """Every NAME of ``@secret.NAME`` the stories' http actions read (to warn about unset ones at start)."""
+    names: set[str] = set()
+    for story in stories.stories.values():
+        for step in story.steps.values():
+            for action in step.actions:
+                if isinstance(action, CallApi):
+                    templates = [action.url, *(template for _, template in action.headers)]
+                    if action.body is not None:
+                        templates.append(action.body)
+                    if action.json is not None:
+                        templates.extend(_json_templates(action.json))
+                    for template in templates:
+                        names |= secret_names(template)
+    return names
+
+
+def _json_templates(body: JsonBody) -> list[Template]:
+    if isinstance(body, Template):
+        return [body]
+    if isinstance(body, JsonArray):
+        return [template for item in body.items for template in _json_templates(item)]
+    if isinstance(body, JsonObject):
+        return [t for key, item in body.entries for t in (key, *_json_templates(item))]
+    return []
 
 
 def build_request(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.app.roles.base import Role, Services, StoriesRefused
 from gateway.core.settings import Settings
 from worker.engine import Engine, Stories, StoriesError
+from worker.engine.calls import secrets_used
 from worker.http import AddressPolicy, HttpClient
 from worker.reload import StoriesReloader, load_engine
 from worker.service import StoryWorker
@@ -60,4 +61,11 @@ class WorkerRole(Role):
         await self.http.close()
 
     def describe(self) -> list[str]:
-        return [f"stories: {self.services.settings.stories}"]
+        lines = [f"stories: {self.services.settings.stories}"]
+        used = secrets_used(self.engine.stories)
+        if used:
+            unset = sorted(name for name in used if not self.services.settings.secrets.get(name))
+            shown = ", ".join(f"GATEWAY_SECRET_{name}" for name in unset)
+            missing = f"; NOT SET (sent empty): {shown}" if unset else ""
+            lines.append(f"http secrets: {len(used)} used{missing}")
+        return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.engine import load, problems
+from worker.engine.calls import secrets_used
 from worker.engine.links import step_links
 from worker.engine.model import CallApi
 from worker.engine.reachability import unreachable_warnings
@@ -157,3 +158,24 @@ def test_on_error_is_a_link_that_may_be_taken_and_never_a_loop_by_itself(tmp_pat
     [link] = step_links(stories, story, story.steps["a"])
     assert (link.step, link.label, link.conditional) == ("retry", "on_error", True)
     assert unreachable_warnings(stories) == []  # `retry` is reached; retrying itself is no endless loop
+
+
+def test_the_secrets_the_stories_read_are_listed(tmp_path: Path) -> None:
+    stories = load(
+        tmp_path,
+        """\
+        stories:
+          s:
+            triggers: [go]
+            steps:
+              - id: a
+                actions:
+                  - http:
+                      url: "https://api.example.com/?k={{@secret.URL_KEY}}"
+                      method: POST
+                      headers: {Authorization: "Bearer {{@secret.TOKEN}}", X-Quoted: "{{'@secret.NOT'}}"}
+                      json: {list: [{"{{@secret.IN_KEY}}": "{{@user.X || @secret.DEEP}}"}]}
+                  - http: {url: "https://api.example.com/", method: PUT, body: "{{@secret.BODY}}"}
+        """,
+    )
+    assert secrets_used(stories) == {"URL_KEY", "TOKEN", "IN_KEY", "DEEP", "BODY"}
