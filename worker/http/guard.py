@@ -70,12 +70,22 @@ class AddressPolicy:
                 hosts.add(entry.lower().rstrip("."))
         self.hosts = frozenset(hosts)
         self.networks = tuple(networks)
+        self._decided: dict[Address, bool] = {}
 
     def allows_host(self, host: str) -> bool:
         """The host name itself is listed: every address it resolves to may be reached."""
         return host.lower().rstrip(".") in self.hosts
 
     def allows_address(self, address: Address) -> bool:
+        allowed = self._decided.get(address)
+        if allowed is None:
+            allowed = self._decide(address)
+            if len(self._decided) >= 4096:  # an address written in a URL is checked at every call
+                self._decided.clear()
+            self._decided[address] = allowed
+        return allowed
+
+    def _decide(self, address: Address) -> bool:
         if is_public(address):
             return True
         inner = embedded(address)
