@@ -184,13 +184,13 @@ async def test_a_secret_reaches_the_api_and_no_user_email_or_log_line(
               - id: a
                 actions:
                   - http:
-                      url: "{api.url('/echo')}?key={{{{@secret.TOKEN}}}}"
+                      url: "{api.url("/echo")}?key={{{{@secret.TOKEN}}}}"
                       method: POST
                       headers: {{Authorization: "Bearer {{{{@secret.TOKEN}}}}"}}
                       json: {{token: "{{{{@secret.TOKEN}}}}"}}
                       save: {{session: {{Echo: $.you_sent, All: $}}}}
                   - http:
-                      url: "{api.url('/fail')}?key={{{{@secret.TOKEN}}}}"
+                      url: "{api.url("/fail")}?key={{{{@secret.TOKEN}}}}"
                       timeout: 300ms
                   - message: "echo: {{{{@session.Echo}}}} / {{{{@session.All}}}} / <<@session.http_error>>"
                   - email:
@@ -219,3 +219,66 @@ async def test_a_secret_reaches_the_api_and_no_user_email_or_log_line(
     assert "http call POST" in caplog.text and "failed: status 503" in caplog.text  # the calls are logged
     for seen in (*replies, *emails, caplog.text):
         assert SECRET not in seen and "s3cr3t" not in seen
+
+
+FAILURES = """\
+stories:
+  case:
+    triggers: ["re:^[a-z]+$"]
+    steps:
+      - id: call
+        actions:
+          - http:
+              url: "http://localhost:{port}/case/{{{{@message}}}}"
+              timeout: 1s
+              save: {{session: {{V: $.v}}}}
+              on_error: failed
+          - message: "ok: {{{{@session.V}}}}"
+      - id: failed
+        actions:
+          - message: "error: {{{{@session.http_error}}}}"
+  private:
+    triggers: [private]
+    steps:
+      - id: call
+        actions:
+          - http: {{url: "http://127.0.0.1:{port}/case/private", on_error: failed}}
+          - message: called
+      - id: failed
+        actions:
+          - message: "error: {{{{@session.http_error}}}}"
+"""
+
+
+async def test_every_kind_of_failure_reaches_the_story(tmp_path: Path, api: FakeJsonApi) -> None:
+    """The real client behind the worker, against the fake API reached as localhost (allowed by name)."""
+    api.script("/case/flaky", Answer(503), Answer(json={"v": "second try"}))
+    api.script("/case/broken", Answer(500))
+    api.script("/case/slow", Answer(hold=asyncio.Event()))
+    api.script("/case/huge", Answer(body=b"[" + b" " * (1024 * 1024) + b"]"))
+    api.script("/case/html", Answer(body=b"<html>hello</html>"))
+    api.script("/case/hop", Answer(redirect=api.url("/case/flaky", host="127.0.0.1")))
+    for n in range(4):
+        api.script(f"/case/chain{n}" if n else "/case/chain", Answer(redirect=f"/case/chain{n + 1}"))
+    engine = Engine(load(tmp_path, FAILURES.format(port=api.port)))
+    client = HttpClient(AddressPolicy(["localhost"]), retry_base=0.05)
+    key = ConversationKey("test", "u", "u")
+    try:
+        async with InProcessGateway(engine, key, mail_from="bot@example.com", caller=client) as gateway:
+            for text in ("flaky", "broken", "slow", "huge", "html", "hop", "chain", "private"):
+                assert await gateway.send(text) == []
+            replies = [reply.text for reply in gateway.channel.replies]
+    finally:
+        await client.close()
+    assert replies == [
+        "ok: second try",
+        "error: status 500",
+        "error: timeout",
+        "error: answer too large",
+        "error: not JSON",
+        "error: refused address",
+        "error: too many redirects",
+        "error: refused address",
+    ]
+    assert len(api.to("/case/broken")) >= 2  # retried within its second
+    assert not api.to("/case/private") and not api.to("/case/flaky")[2:]  # refused ones never arrived
