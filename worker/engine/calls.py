@@ -107,23 +107,31 @@ _UNREAD = object()
 
 
 class SecretValues(Mapping[str, str]):
-    """The session values plus ``@secret.NAME`` (compiled as a session name under ``SECRET_PREFIX``);
-    ``masked``: every secret that is set reads as ``***`` (to show a URL in a log)."""
+    """The session values plus ``@secret.NAME`` (compiled as a session name under ``SECRET_PREFIX``).
 
-    __slots__ = ("masked", "secrets", "session", "used")
+    Counts the secrets read (``reads``) and keeps the values given out (``used``), so a request knows what
+    to hide; with ``hidden``, every secret that is set reads as ``***`` (to show a URL in a log).
+    """
 
-    def __init__(self, session: Mapping[str, str], secrets: Mapping[str, str], masked: bool = False) -> None:
+    __slots__ = ("hidden", "reads", "secrets", "session", "used")
+
+    def __init__(self, session: Mapping[str, str], secrets: Mapping[str, str], hidden: bool = False) -> None:
         self.session = session
         self.secrets = secrets
-        self.masked = masked
+        self.hidden = hidden
+        self.reads = 0
         self.used: set[str] = set()
+
+    def masked(self) -> SecretValues:
+        return SecretValues(self.session, self.secrets, hidden=True)
 
     def __getitem__(self, name: str) -> str:
         if name.startswith(SECRET_PREFIX):
-            value = self.secrets[name[len(SECRET_PREFIX) :]]
+            self.reads += 1
+            value = self.secrets.get(name[len(SECRET_PREFIX) :], "")
             if value:
                 self.used.add(value)
-                if self.masked:
+                if self.hidden:
                     return REDACTED
             return value
         return self.session[name]
@@ -199,23 +207,18 @@ def _json_templates(body: JsonBody) -> list[Template]:
 
 
 def build_request(
-    action: CallApi,
-    values: Mapping[str, str],
-    user: Values,
-    message: str,
-    secrets: Mapping[str, str],
-    key: str,
-) -> HttpRequest | None:
-    """The request an http action makes now; None when its URL does not render to an http(s) URL."""
-    scope = SecretValues(values, secrets)
-    url = render_url(action.url, scope, user, message)
-    if url is None:
-        return None
+    action: CallApi, url: str, scope: SecretValues, user: Values, message: str, key: str
+) -> HttpRequest:
+    """The request an http action makes now; ``url`` is its URL rendered through ``scope`` just before."""
+    shown_url = url
+    if scope.reads:  # the URL holds a secret: logs show it with *** in its place
+        shown_url = render_url(action.url, scope.masked(), user, message) or ""
     headers: list[tuple[str, str]] = []
     secret_headers: set[str] = set()
     for name, template in action.headers:
+        reads = scope.reads
         headers.append((name, header_value(template.render(scope, user, message))))
-        if secret_names(template):
+        if scope.reads != reads:
             secret_headers.add(name.lower())
     body: bytes | None = None
     if action.json is not None:
@@ -239,7 +242,7 @@ def build_request(
         where=str(action.where),
         secret_headers=frozenset(secret_headers),
         redact=tuple(sorted(scope.used, key=len, reverse=True)),
-        shown_url=render_url(action.url, SecretValues(values, secrets, masked=True), user, message) or "",
+        shown_url=shown_url,
     )
 
 

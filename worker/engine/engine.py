@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 
 from gateway.core.schema import Button, EmailJob, Image, Inbound, Reply
 from gateway.core.store.base import Session
-from worker.engine.calls import MAX_CALLS, REDACTED, HttpAnswer, HttpRequest, build_request
+from worker.engine.calls import (
+    MAX_CALLS,
+    REDACTED,
+    HttpAnswer,
+    HttpRequest,
+    SecretValues,
+    build_request,
+    render_url,
+)
 from worker.engine.conditions import Condition
 from worker.engine.entities import FINDERS, clean_address, region_of, split_addresses
 from worker.engine.json_path import NotJson, SavePath, find
@@ -393,16 +401,17 @@ class _Run:
         if self.calls >= MAX_CALLS:
             answer = HttpAnswer.failed("too many calls")
         else:
-            key = f"{self.message.id}/h{self.calls}"
-            request = build_request(action, self.values, user, self.said, self.secrets, key)
-            if request is None:
+            scope = SecretValues(self.values, self.secrets)
+            url = render_url(action.url, scope, user, self.said)
+            if url is None:
                 answer = HttpAnswer.failed("bad URL")
                 self.warnings.append(f"http at {action.where}: the url does not render to an http(s) URL")
-            elif self.calls < len(self.answers):
+            elif self.calls < len(self.answers):  # made before this run: the same request, not built again
                 answer = self.answers[self.calls]
                 self.calls += 1
             else:
-                raise _NeedsAnswer(request)
+                key = f"{self.message.id}/h{self.calls}"
+                raise _NeedsAnswer(build_request(action, url, scope, user, self.said, key))
         return self.use_answer(action, answer)
 
     def use_answer(self, action: CallApi, answer: HttpAnswer) -> str | None:
