@@ -26,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
+import aiohttp
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -76,6 +78,7 @@ class Worker:
         self.expected = 0
         self.done = asyncio.Event()
         self.batch = 0
+        self.metrics_port = free_port()
 
     async def on_reply(self, delivery: Delivery) -> None:
         if parse_reply(delivery.envelope.body).text.startswith("failed:"):
@@ -97,6 +100,7 @@ class Worker:
             "GATEWAY_LOG_LEVEL": "warning",
             "GATEWAY_HTTP_ALLOW": "127.0.0.1",
             "GATEWAY_SECRET_SHOP_TOKEN": "bench-token",
+            "GATEWAY_METRICS_PORT": str(self.metrics_port),
             **self.settings,
         }
         await self.bus.start()
@@ -114,6 +118,18 @@ class Worker:
         await self.bus.close()
         await delete_keys(self.redis_url, f"{self.prefix}:*")
         shutil.rmtree(self.stories, ignore_errors=True)
+
+    async def call_seconds(self) -> tuple[float, float]:
+        """The worker's ``gateway_http_call_seconds`` sum and count so far."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            text = await response.text()
+        found = {"sum": 0.0, "count": 0.0}
+        for line in text.splitlines():
+            for part in found:
+                if line.startswith(f"gateway_http_call_seconds_{part}{{"):
+                    found[part] += float(line.rsplit(" ", 1)[1])
+        return found["sum"], found["count"]
 
     async def run(self, count: int, *, users: int) -> float:
         """Publish ``count`` messages of ``users`` conversations at once; msg/s from first to last reply."""
@@ -135,11 +151,16 @@ class Worker:
 
 
 async def measure(name: str, worker: Worker, args: argparse.Namespace, groups: dict[str, list[int]]) -> float:
+    seconds, calls = await worker.call_seconds()
     with CpuMeter({"worker": [worker.process.pid], **groups}) as cpu:
         rate = await worker.run(args.messages, users=args.users)
     print(f"{name:<40} {rate:8.0f} msg/s   ({args.messages} messages, {args.users} conversations, "
           f"{worker.failed} failed calls)")  # fmt: skip
     print(cpu.line())
+    after, made = await worker.call_seconds()
+    if made > calls:
+        mean = (after - seconds) / (made - calls) * 1000
+        print(f"    calls as the worker saw them: {mean:.0f} ms on average, retries included")
     return rate
 
 

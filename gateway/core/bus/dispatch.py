@@ -119,6 +119,7 @@ class Dispatcher:
         self._seq = itertools.count()
         self._running = 0
         self._slot_waiters: deque[asyncio.Future[bool]] = deque()
+        self._resuming: deque[asyncio.Future[bool]] = deque()  # handlers back from aside: served first
         self._held: set[int] = set()
         self._waiting_for_service: set[_Lane] = set()  # paused on Unavailable: woken by any success
         self._stopping = False
@@ -271,7 +272,12 @@ class Dispatcher:
                 self._release_slot()
 
     def _release_slot(self) -> None:
-        """Hand the slot straight to the longest waiter, or free it."""
+        """Hand the slot straight to the longest waiter (handlers back from aside first), or free it."""
+        while self._resuming:
+            waiter = self._resuming.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                return
         while self._slot_waiters:
             waiter = self._slot_waiters.popleft()
             if not waiter.done():
@@ -291,10 +297,11 @@ class Dispatcher:
         await self._reclaim_slot()
 
     async def _reclaim_slot(self) -> None:
-        """A slot for a handler already running: first come first served, whatever is held or stopping."""
+        """A slot for a handler already running, before any delivery not started yet (work in hand finishes
+        first), whatever is held or stopping."""
         while self._running >= self._concurrency:
             waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._slot_waiters.append(waiter)
+            self._resuming.append(waiter)
             try:
                 granted = await waiter
             except asyncio.CancelledError:

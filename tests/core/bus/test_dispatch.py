@@ -228,3 +228,30 @@ async def test_a_handler_cancelled_while_aside_leaves_the_slot_count_right() -> 
     left = await dispatcher.stop(0.01)  # cancels both, waiting aside
     assert len(left) == 2
     assert dispatcher._running == 0
+
+
+async def test_a_handler_back_from_aside_gets_the_next_slot_before_deliveries_not_started() -> None:
+    acks = Acks()
+    api, busy = asyncio.Event(), asyncio.Event()
+    log: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        key = delivery.envelope.key
+        log.append(f"start {key}")
+        if key == "a":
+            async with delivery.aside():
+                await api.wait()
+        elif key == "b":
+            await busy.wait()
+        log.append(f"end {key}")
+
+    dispatcher = Dispatcher(Topic.INBOUND, handler, concurrency=1, max_attempts=3, dead_letter=acks.bury)
+    for key in ("a", "b", "c"):
+        dispatcher.submit(acks.raw(key, 0))
+    await turns()
+    assert log == ["start a", "start b"]  # a waits aside, b holds the slot, c waits for it
+    api.set()
+    await turns()
+    busy.set()
+    await turns()
+    assert log == ["start a", "start b", "end b", "end a", "start c", "end c"]
