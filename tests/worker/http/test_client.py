@@ -93,7 +93,7 @@ async def test_a_permanent_500_is_retried_within_the_timeout_then_fails(api: Fak
     assert (answer.status, answer.error) == (500, "status 500")
     assert len(api.requests) >= 3
     assert {r.headers["Idempotency-Key"] for r in api.requests} == {"tg:1/h0"}
-    assert elapsed < 1.0
+    assert elapsed < 2.0  # its timeout (1 s), give or take a loaded machine: it did not wait for a success
     assert metrics.http_calls.labels("127.0.0.1", "status")._value.get() == 1
 
 
@@ -109,7 +109,7 @@ async def test_a_slow_api_times_out_at_the_timeout(api: FakeJsonApi) -> None:
     started = time.perf_counter()
     answer = await call(HttpClient(LOCAL, metrics=metrics), request(api.url("/x"), timeout=0.3))
     assert answer.error == "timeout"
-    assert 0.3 <= time.perf_counter() - started < 1.5
+    assert 0.3 <= time.perf_counter() - started < 2.0  # not the held answer, which never comes
     assert metrics.http_calls.labels("127.0.0.1", "timeout")._value.get() == 1
 
 
