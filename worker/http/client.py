@@ -141,6 +141,10 @@ class HttpClient(Caller):
             except (aiohttp.ClientError, OSError) as exc:
                 log.info("http call %s try %d: %s", request.shown, tries, request.hide(repr(exc)))
                 answer = HttpAnswer.failed("network error")
+            except Exception as exc:  # not the API's doing: never retried by the bus (it would call again)
+                shown = request.hide(repr(exc))
+                log.error("http call %s (at %s) failed unexpectedly: %s", request.shown, request.where, shown)
+                return HttpAnswer.failed("network error")
             else:
                 if answer.status != 429 and answer.status < 500:
                     return answer

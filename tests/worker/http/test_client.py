@@ -239,3 +239,19 @@ async def test_a_name_resolving_to_private_addresses_is_refused_and_only_vetted_
     assert (internal.error, rebind.error) == ("refused address", "refused address")
     assert mixed.ok  # connected to 127.0.0.1 only: 169.254.169.254 was never offered to the connector
     assert len(api.requests) == 1
+
+
+class BrokenDns(FakeDns):
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        raise RuntimeError(f"resolver bug while resolving {host}")
+
+
+async def test_an_unexpected_error_fails_the_call_once_instead_of_escaping(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = HttpClient(AddressPolicy(), resolver=BrokenDns({}))
+    answer = await call(client, request("http://api.example/x?key=s3cret", timeout=1.0))
+    assert answer.error == "network error"
+    assert "failed unexpectedly: RuntimeError('resolver bug while resolving api.example')" in caplog.text
