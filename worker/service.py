@@ -7,6 +7,13 @@ deterministic ids, so the deliverer and the mailer drop the copies they already 
 the story a second time. Per-conversation order comes from the bus: one conversation's messages are never
 handled at the same time or out of order.
 
+A turn with ``http`` actions stops at each call (``Turn.call``): the worker makes the call outside its
+concurrency slot (``Delivery.aside``: other conversations go on meanwhile) and runs the turn again with one
+more answer, until it is finished; only then is it committed, calls included, so a redelivered message
+reuses their outcome. The answers of a message not committed yet are kept in the process, so an in-place
+retry (Redis away at the commit) does not call again; a worker that dies before the commit leaves the call
+to the next one, which sends the same ``Idempotency-Key``.
+
 Replies to a message whose ``meta`` names a serve instance (the web chat) go to that instance's direct
 destination, since only that process holds the browser's socket; if the instance is gone they are
 dropped with a log line (the browser, reconnecting elsewhere, sends its next message there).
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from gateway.core import timeline, tracing
@@ -25,12 +33,15 @@ from gateway.core.errors import Rejected, SchemaError
 from gateway.core.faults import FaultPoints
 from gateway.core.metrics import Metrics
 from gateway.core.schema import INSTANCE_META, Inbound, parse_inbound
-from gateway.core.store.base import Commit, Store
+from gateway.core.store.base import Commit, Snapshot, Store
 from gateway.core.store.users.base import UserIndex, direct_chat
 from worker.engine import Engine, Turn
+from worker.engine.calls import HttpAnswer, HttpRequest
+from worker.http.base import Caller, NoCalls
 
 log = logging.getLogger("gateway.worker")
 
+MAX_REMEMBERED = 10_000  # messages whose calls are kept for an in-place retry of their commit
 _REPLY_TAG = b"R"
 _EMAIL_TAG = b"E"
 
@@ -73,6 +84,7 @@ class StoryWorker:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         users: UserIndex | None = None,
+        caller: Caller | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -80,6 +92,9 @@ class StoryWorker:
         self.users = users  # the channels' user index, told of each user's messages
         self.metrics = metrics or Metrics()
         self.clock = clock
+        self.caller = caller or NoCalls()
+        # Calls made for messages not committed yet, by message id: (request, answer) in call order.
+        self._made: OrderedDict[str, list[tuple[HttpRequest, HttpAnswer]]] = OrderedDict()
         self._faults = FaultPoints()
         self._subscription: Subscription | None = None
 
@@ -108,7 +123,7 @@ class StoryWorker:
         outcome = "handled"
         recorded = snapshot.outputs
         if recorded is None:
-            turn = self.engine().handle(snapshot.session, snapshot.user, message, self.clock())
+            turn = await self._turn(delivery, snapshot, message)
             outputs = record_outputs(turn)
             commit = Commit(message.id, turn.session, turn.user_changes, outputs)
             if await self.store.commit(key, commit):
@@ -123,6 +138,7 @@ class StoryWorker:
             log.info(
                 "message %s was committed before; re-publishing its %d outputs", message.id, len(recorded)
             )
+        self._made.pop(message.id, None)
         timeline.mark("turn.committed", message.id)
         self._faults.reach("after_commit", message.id)
         # Replies and email jobs at once: the bus sends the publishes of one loop turn as one batch, with
@@ -149,6 +165,32 @@ class StoryWorker:
         instance = message.meta.get(INSTANCE_META)
         meta = {INSTANCE_META: instance} if instance else {}
         await self.users.touch(message.channel, message.user, message.sent_at, chat, meta)
+
+    async def _turn(self, delivery: Delivery, snapshot: Snapshot, message: Inbound) -> Turn:
+        """The finished turn: run again with one more answer after each call it stops at."""
+        engine = self.engine()  # one engine for the whole turn, whatever a reload does meanwhile
+        now = self.clock()
+        turn = engine.handle(snapshot.session, snapshot.user, message, now)
+        if turn.call is None:
+            return turn
+        made = self._made.setdefault(message.id, [])
+        self._made.move_to_end(message.id)
+        while len(self._made) > MAX_REMEMBERED:
+            self._made.popitem(last=False)
+        answers: list[HttpAnswer] = []
+        while turn.call is not None:
+            request, n = turn.call, len(answers)
+            if n < len(made) and made[n][0] == request:
+                answer = made[n][1]  # made before this in-place retry: not again
+            else:
+                del made[n:]
+                async with delivery.aside():  # other conversations use the slot while this one waits
+                    answer = await self.caller.call(request)
+                made.append((request, answer))
+                self._faults.reach("after_call", message.id)
+            answers.append(answer)
+            turn = engine.handle(snapshot.session, snapshot.user, message, now, answers)
+        return turn
 
     async def _publish(self, message: Inbound, topic: Topic, envelopes: list[Envelope]) -> None:
         instance = message.meta.get(INSTANCE_META)

@@ -1,7 +1,8 @@
 """One gateway in this process for one conversation test: the real worker, deliverer and mailer path.
 
 The embedded bus and the in-memory store carry the messages; a simulated clock drives the store's
-expiry and the worker's timestamps, so "the session expires here" moves time instead of sleeping.
+expiry and the worker's timestamps, so "the session expires here" moves time instead of sleeping. The
+stories' http calls get the test's canned answers (``caller``), never the network.
 Each test gets its own rig, so no state leaks between tests.
 """
 
@@ -20,6 +21,7 @@ from gateway.core.store.base import Commit
 from gateway.core.store.memory import MemoryStore
 from mailer.service import Mailer
 from worker.engine import Engine
+from worker.http import Caller, CannedCaller
 from worker.service import StoryWorker
 
 START_TIME = 1_700_000_000.0
@@ -43,7 +45,13 @@ class InProcessGateway:
     """Bus, store, story worker, deliverer and mailer for one conversation on one channel."""
 
     def __init__(
-        self, engine: Engine, key: ConversationKey, *, mail_from: str, metrics: Metrics | None = None
+        self,
+        engine: Engine,
+        key: ConversationKey,
+        *,
+        mail_from: str,
+        metrics: Metrics | None = None,
+        caller: Caller | None = None,
     ) -> None:
         self.key = key
         self.clock = SimulatedClock()
@@ -54,7 +62,10 @@ class InProcessGateway:
         self.store = MemoryStore(clock=self.clock)
         self.channel = CapturingChannel(key.channel)
         self.transport = CapturingTransport()
-        self.worker = StoryWorker(self.bus, self.store, lambda: engine, metrics=metrics, clock=self.clock)
+        self.caller = caller if caller is not None else CannedCaller()
+        self.worker = StoryWorker(
+            self.bus, self.store, lambda: engine, metrics=metrics, clock=self.clock, caller=self.caller
+        )
         self.deliverer = Deliverer(
             self.bus, self.store, {key.channel: self.channel}, metrics, rate_limits=False
         )

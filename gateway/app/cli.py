@@ -165,7 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from designer.conversation_tests import run_tests
 
         return run_tests(
-            args.path, args.stories or settings.stories, settings.emails, mail_from=settings.mail_from
+            args.path,
+            args.stories or settings.stories,
+            settings.emails,
+            mail_from=settings.mail_from,
+            secrets=settings.secrets,
         )
     if command == "map":
         from designer.story_map.command import run_map

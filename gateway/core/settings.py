@@ -6,6 +6,7 @@ line before exiting with status 2 — never a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -96,6 +97,11 @@ class Settings:
     user_retention: float | None = None  # seconds after a user's last message; None: kept
     broadcast_rate: float | None = None  # starts a second; None: the channel's own pace
     broadcast_lease: float = 30.0  # how long a broadcast whose runner died waits for another
+    # The stories' http action: hosts (names, CIDR ranges) allowed although private, calls in flight per
+    # worker, and the values of @secret.NAME (GATEWAY_SECRET_NAME; never shown, never compared).
+    http_allow: tuple[str, ...] = ()
+    http_concurrency: int = 100
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def emails_dir(self) -> Path:
@@ -139,6 +145,11 @@ class Settings:
             values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
         values.update(os.environ if environ is None else environ)
         return _Reader(values, require_stories).settings()
+
+
+SECRET_PREFIX = "GATEWAY_SECRET_"
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 
 
 class _Reader:
@@ -225,6 +236,32 @@ class _Reader:
         if value not in choices:
             raise self.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
+
+    def http_allow(self) -> tuple[str, ...]:
+        """``GATEWAY_HTTP_ALLOW``: host names and CIDR ranges (or single addresses), comma-separated."""
+        name = "GATEWAY_HTTP_ALLOW"
+        entries = []
+        for raw in (self.raw(name) or "").split(","):
+            entry = raw.strip().lower().rstrip(".")
+            if not entry:
+                continue
+            try:
+                entries.append(str(ipaddress.ip_network(entry, strict=False)))
+                continue
+            except ValueError:
+                pass
+            if "/" in entry or ":" in entry or not _HOST_NAME.fullmatch(entry):
+                raise self.fail(name, f"not a host name or a CIDR range: {raw.strip()!r}")
+            entries.append(entry)
+        return tuple(entries)
+
+    def secrets(self) -> dict[str, str]:
+        """``GATEWAY_SECRET_<NAME>`` by NAME (``@secret.NAME``); GATEWAY_SECRET_KEY is the gateway's own."""
+        found = {}
+        for name, value in self.env.items():
+            if name.startswith(SECRET_PREFIX) and name not in (SECRET_PREFIX, "GATEWAY_SECRET_KEY"):
+                found[name[len(SECRET_PREFIX) :]] = value
+        return found
 
     def folder(self, name: str, default: str, must_exist: bool) -> Path:
         path = Path(self.raw(name) or default)
@@ -352,6 +389,9 @@ class _Reader:
             user_retention=self.duration("GATEWAY_USER_RETENTION", 0.0) or None,
             broadcast_rate=self.rate("GATEWAY_BROADCAST_RATE"),
             broadcast_lease=self.duration("GATEWAY_BROADCAST_LEASE", d.broadcast_lease),
+            http_allow=self.http_allow(),
+            http_concurrency=self.integer("GATEWAY_HTTP_CONCURRENCY", d.http_concurrency, 1, 10000),
+            secrets=self.secrets(),
         )
 
 

@@ -130,3 +130,32 @@ def test_admin_tokens_retention_and_broadcast_pace() -> None:
     assert (s.user_retention, s.broadcast_rate, s.broadcast_lease) == (400 * 86400, 12.5, 30.0)
     off = settings()
     assert (off.admin_tokens, off.user_retention, off.broadcast_rate) == ((), None, None)
+
+
+def test_http_action_settings() -> None:
+    s = settings(
+        GATEWAY_HTTP_ALLOW=" localhost, API.internal. ,10.1.2.3, 10.0.0.0/8 ,fd00::/8,, ",
+        GATEWAY_HTTP_CONCURRENCY="7",
+        GATEWAY_SECRET_ORDERS_TOKEN="t-0ken-value",
+        GATEWAY_SECRET_KEY="the-signing-key",
+    )
+    assert s.http_allow == ("localhost", "api.internal", "10.1.2.3/32", "10.0.0.0/8", "fd00::/8")
+    assert s.http_concurrency == 7
+    assert s.secrets == {"ORDERS_TOKEN": "t-0ken-value"}  # GATEWAY_SECRET_KEY is the gateway's own
+    assert "t-0ken-value" not in repr(s)
+    assert (settings().http_allow, settings().http_concurrency, settings().secrets) == ((), 100, {})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("GATEWAY_HTTP_ALLOW", "localhost, http://api.example.com", "not a host name or a CIDR range"),
+        ("GATEWAY_HTTP_ALLOW", "10.0.0.0/33", "not a host name or a CIDR range: '10.0.0.0/33'"),
+        ("GATEWAY_HTTP_ALLOW", "two words", "not a host name or a CIDR range: 'two words'"),
+        ("GATEWAY_HTTP_CONCURRENCY", "0", "0 is out of range 1..10000"),
+    ],
+)
+def test_bad_http_settings_name_the_variable(name: str, value: str, says: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{name}: ") as raised:
+        settings(**{name: value})
+    assert says in str(raised.value)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from gateway.app.roles.base import Role, Services, StoriesRefused
 from gateway.core.settings import Settings
 from worker.engine import Engine, Stories, StoriesError
+from worker.engine.calls import secrets_used
+from worker.http import AddressPolicy, HttpClient
 from worker.reload import StoriesReloader, load_engine
 from worker.service import StoryWorker
 
@@ -25,12 +27,16 @@ class WorkerRole(Role):
         self.services = services
         self.engine = engine
         self.reloader = StoriesReloader(services.settings, self._swap, watch=watch)
+        settings = services.settings
+        policy = AddressPolicy(settings.http_allow)
+        self.http = HttpClient(policy, concurrency=settings.http_concurrency, metrics=services.metrics)
         self.story_worker = StoryWorker(
             services.bus,
             services.store,
             lambda: self.engine,
             metrics=services.metrics,
             users=services.users.index,
+            caller=self.http,
         )
 
     @property
@@ -51,5 +57,15 @@ class WorkerRole(Role):
     async def drain(self, timeout: float) -> None:
         await self.story_worker.stop(timeout)
 
+    async def close(self) -> None:
+        await self.http.close()
+
     def describe(self) -> list[str]:
-        return [f"stories: {self.services.settings.stories}"]
+        lines = [f"stories: {self.services.settings.stories}"]
+        used = secrets_used(self.engine.stories)
+        if used:
+            unset = sorted(name for name in used if not self.services.settings.secrets.get(name))
+            shown = ", ".join(f"GATEWAY_SECRET_{name}" for name in unset)
+            missing = f"; NOT SET (sent empty): {shown}" if unset else ""
+            lines.append(f"http secrets: {len(used)} used{missing}")
+        return lines
