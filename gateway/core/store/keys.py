@@ -55,6 +55,15 @@ class KeyBuilder:
         """A duplicate-drop marker (a channel message id, a sent reply or email id); expires."""
         return f"{self.prefix}:seen:{escape(namespace)}:{escape(item)}"
 
+    def schedule(self, partition: int) -> str:
+        """When the timers of one bus partition fall due (a sorted set); a hash tag of its own per
+        partition, so the partitions spread over a cluster. Entries leave it once fired."""
+        return f"{self.prefix}:{{timers:{partition}}}:due"
+
+    def timer_pollers(self) -> str:
+        """Which process polls which partition's schedule (a hash: partition → lease); renewed, expires."""
+        return f"{self.prefix}:{{timers}}:pollers"
+
     def lease(self, namespace: str, item: str) -> str:
         """Who holds the right to work on an item now (its value is the holder); expires."""
         return f"{self.prefix}:lease:{escape(namespace)}:{escape(item)}"

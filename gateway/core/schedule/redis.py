@@ -1,0 +1,170 @@
+"""The schedule on Redis: one sorted set per partition (member: conversation and timer id, score: due time
+in ms) and one hash of poller leases, each touched by one Lua script per call.
+
+Every key of one partition carries the hash tag ``{timers:P}`` and the leases ``{timers}``, so each script
+stays in one Redis Cluster slot. Members are short (``channel:chat:user:timer``, parts percent-escaped
+as in the store's keys, the chat left empty when it is the user), since a pending timer's cost is mostly
+its member and the sorted set's per-entry overhead (``bench/timer_bench.py`` measures it).
+
+Lease times come from Redis's clock (``TIME``), so processes whose clocks differ agree on when a lease
+runs out. Failures surface as :class:`~gateway.core.errors.StoreUnavailable` and the caller retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+from urllib.parse import unquote
+
+from redis.asyncio import Redis
+from redis.typing import EncodableT
+
+from gateway.core.redis.client import make_client
+from gateway.core.redis.pipeline import AutoPipeline
+from gateway.core.redis.scripts import LuaScript
+from gateway.core.schedule.base import DueTimers, Schedule, Scheduled
+from gateway.core.schema import ConversationKey
+from gateway.core.store.keys import KeyBuilder, escape
+
+# KEYS: the partition's sorted set. ARGV: #entries to add, then (score, member) pairs, then members to
+# remove. ZADD and ZREM in chunks: unpack() has a limit on how many values it spreads.
+_CHANGE = """
+local adds = tonumber(ARGV[1])
+local first, last = 2, 1 + 2 * adds
+while first <= last do
+  local stop = math.min(first + 999, last)
+  redis.call('ZADD', KEYS[1], unpack(ARGV, first, stop))
+  first = stop + 1
+end
+first = 2 + 2 * adds
+while first <= #ARGV do
+  local stop = math.min(first + 999, #ARGV)
+  redis.call('ZREM', KEYS[1], unpack(ARGV, first, stop))
+  first = stop + 1
+end
+return 1
+"""
+
+# KEYS: the partition's sorted set. ARGV: now (ms), limit. Returns {member, score, ...} due, earliest first,
+# and the score of the next entry (or false).
+_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+local rank = #due / 2
+local after = redis.call('ZRANGE', KEYS[1], rank, rank, 'WITHSCORES')
+return {due, after[2] or false}
+"""
+
+# KEYS: the leases hash. ARGV: holder, partitions, ttl ms, '1' to release, then the partitions claimed.
+# A lease is "<runs out at, ms> <holder>". Returns the partitions the holder holds.
+_HOLD = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local holder, ttl, release = ARGV[1], tonumber(ARGV[3]), ARGV[4] == '1'
+local claimed = {}
+for i = 5, #ARGV do
+  claimed[ARGV[i]] = true
+end
+local held = {}
+for p = 0, tonumber(ARGV[2]) - 1 do
+  local field = tostring(p)
+  local lease = redis.call('HGET', KEYS[1], field)
+  local owner, ends = nil, 0
+  if lease then
+    local gap = string.find(lease, ' ', 1, true)
+    ends, owner = tonumber(string.sub(lease, 1, gap - 1)), string.sub(lease, gap + 1)
+  end
+  if release then
+    if owner == holder then
+      redis.call('HDEL', KEYS[1], field)
+    end
+  elseif claimed[field] or ends <= now or owner == holder then
+    redis.call('HSET', KEYS[1], field, (now + ttl) .. ' ' .. holder)
+    held[#held + 1] = p
+  end
+end
+if #held > 0 then
+  redis.call('PEXPIRE', KEYS[1], 2 * ttl)
+end
+return held
+"""
+
+
+def encode_member(conversation: ConversationKey, timer: str) -> str:
+    chat = "" if conversation.chat == conversation.user else escape(conversation.chat)
+    return f"{escape(conversation.channel)}:{chat}:{escape(conversation.user)}:{timer}"
+
+
+def decode_member(member: bytes | str) -> tuple[ConversationKey, str]:
+    text = member.decode() if isinstance(member, bytes) else member
+    channel, chat, user, timer = text.split(":")
+    user = unquote(user)
+    return ConversationKey(unquote(channel), unquote(chat) if chat else user, user), timer
+
+
+class RedisSchedule(Schedule):
+    """``RedisSchedule(url)`` owns its client and closes it; ``RedisSchedule(client)`` leaves it to the
+    caller (a client built like :func:`~gateway.core.redis.client.make_client`)."""
+
+    def __init__(self, redis: str | Redis, *, prefix: str = "gw", max_connections: int = 4, **options: Any):
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"a Redis key prefix cannot hold a brace (it breaks the hash tag): {prefix!r}")
+        if isinstance(redis, str):
+            options.setdefault("client_name", "gateway-schedule")
+            self._client = make_client(redis, max_connections=max_connections, **options)
+            self._owns_client = True
+        else:
+            self._client = redis
+            self._owns_client = False
+        self.keys = KeyBuilder(prefix)
+        self._change = LuaScript.of(_CHANGE)
+        self._due = LuaScript.of(_DUE)
+        self._hold = LuaScript.of(_HOLD)
+        self._pipeline = AutoPipeline(self._client.connection_pool, max_batch=32)
+
+    @property
+    def client(self) -> Redis:
+        return self._client
+
+    async def change(
+        self, partition: int, add: Sequence[Scheduled] = (), remove: Sequence[Scheduled] = ()
+    ) -> None:
+        if not add and not remove:
+            return
+        args: list[EncodableT] = [len(add)]
+        for entry in add:
+            args += (entry.due_ms, encode_member(entry.conversation, entry.timer))
+        args += [encode_member(entry.conversation, entry.timer) for entry in remove]
+        await self._pipeline.run(self._change, (self.keys.schedule(partition),), args)
+
+    async def due(self, partition: int, now_ms: int, limit: int) -> DueTimers:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1: {limit}")
+        found, after = await self._pipeline.run(self._due, (self.keys.schedule(partition),), (now_ms, limit))
+        timers = []
+        for i in range(0, len(found), 2):
+            conversation, timer = decode_member(found[i])
+            timers.append(Scheduled(int(float(found[i + 1])), conversation, timer))
+        return DueTimers(tuple(timers), int(float(after)) if after else None)
+
+    async def count(self, partition: int) -> int:
+        counted: int = await self._pipeline.execute("ZCARD", self.keys.schedule(partition))
+        return counted
+
+    async def hold(
+        self, holder: str, partitions: int, ttl: float, *, claim: Collection[int] = (), release: bool = False
+    ) -> frozenset[int]:
+        args: list[EncodableT] = [holder, partitions, max(1, round(ttl * 1000)), "1" if release else "0"]
+        args += [int(p) for p in claim]
+        held = await self._pipeline.run(self._hold, (self.keys.timer_pollers(),), args)
+        return frozenset(int(p) for p in held)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._pipeline.execute("PING"))
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self._pipeline.aclose()
+        if self._owns_client:
+            await self._client.aclose()
