@@ -85,6 +85,9 @@ class Inbound(_Wire):
     user_name: str | None = None
     # Channel-specific routing data a reply must carry back (a Slack thread, a web chat instance).
     meta: dict[str, str] = Field(default_factory=dict)
+    # Set on a timer's firing (not a message of the user): the id of the timer, among the conversation's
+    # pending timers, that falls due; ``sent_at`` is then its due time.
+    timer: str | None = None
 
     @property
     def conversation(self) -> ConversationKey:

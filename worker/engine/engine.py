@@ -15,6 +15,7 @@ from gateway.core.store.base import Session
 from worker.engine.conditions import Condition
 from worker.engine.entities import FINDERS, clean_address, region_of, split_addresses
 from worker.engine.model import (
+    FollowUp,
     Goto,
     Jump,
     SendEmail,
@@ -24,6 +25,7 @@ from worker.engine.model import (
     Step,
     Stories,
     Story,
+    TimerTarget,
 )
 
 MAX_HOPS = 64  # steps entered for one message before a goto/jump loop is cut short
@@ -39,9 +41,11 @@ class Turn:
     replies: list[Reply]
     emails: list[EmailJob]
     # Extensions for logs: how the message was handled ("button", "trigger", "next", "retry",
-    # "fallback"), None when nothing matched; and what went wrong without stopping the story.
+    # "fallback", "timer"), None when nothing matched; and what went wrong without stopping the story.
     route: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    # The follow_up actions that ran, in order: the worker turns them into pending timers.
+    follow_ups: tuple[FollowUp, ...] = field(default=())
 
 
 def one_line(text: str) -> str:
@@ -59,12 +63,32 @@ class Engine:
     def handle(self, session: Session | None, user: Mapping[str, str], message: Inbound, now: float) -> Turn:
         return _Run(self.stories, session, user, message, now).handle()
 
+    def fire(
+        self,
+        session: Session | None,
+        user: Mapping[str, str],
+        message: Inbound,
+        target: TimerTarget,
+        now: float,
+    ) -> Turn | None:
+        """A timer falls due: enter ``target`` with the session (None: an empty one) and ``@message``
+        empty. None when the target no longer exists (the stories changed since the timer was set)."""
+        story = self.stories.stories.get(target.story)
+        step = target.step if target.step is not None else story.entry if story is not None else None
+        if story is None or step is None or step not in story.steps:
+            return None
+        run = _Run(self.stories, session, user, message, now)
+        run.said = ""
+        if session is not None:
+            run.values = dict(session.values)
+        return run.run(story, step, "timer")
+
 
 class _Run:
     """The state of handling one message."""
 
     __slots__ = (
-        "emails", "message", "now", "offered", "replies", "said", "session", "stories", "user",
+        "emails", "follow_ups", "message", "now", "offered", "replies", "said", "session", "stories", "user",
         "user_changes", "user_copy", "values", "warnings",
     )  # fmt: skip
 
@@ -84,6 +108,7 @@ class _Run:
         self.emails: list[EmailJob] = []
         self.offered: tuple[Button, ...] = ()
         self.warnings: list[str] = []
+        self.follow_ups: list[FollowUp] = []
 
     # -- which step handles the message -----------------------------------------------------------
 
@@ -228,6 +253,8 @@ class _Run:
                         break
                 elif isinstance(action, SendImage):
                     self.send_image(action)
+                elif isinstance(action, FollowUp):
+                    self.follow_ups.append(action)
             else:
                 if step.waits:
                     waiting = step
@@ -348,4 +375,7 @@ class _Run:
         )
 
     def turn(self, session: Session | None, route: str | None) -> Turn:
-        return Turn(session, self.user_changes, self.replies, self.emails, route, tuple(self.warnings))
+        return Turn(
+            session, self.user_changes, self.replies, self.emails, route, tuple(self.warnings),
+            tuple(self.follow_ups),
+        )  # fmt: skip

@@ -88,7 +88,43 @@ class Jump:
     when: tuple[Condition, ...] = ()
 
 
-Action = SendMessage | SendImage | SetValues | SendEmail | Goto | Jump
+@dataclass(frozen=True, slots=True)
+class TimerTarget:
+    """Where a timer leads: a step of ``story`` (a ``goto``), or its entry (``step`` None: a ``jump``)."""
+
+    story: str
+    step: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """A timer's ``after``: seconds, and the text as written (for the story map and logs)."""
+
+    seconds: float
+    written: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """A waiting step's ``timeout``: entered when the step has waited ``after`` with no message."""
+
+    after: Delay
+    target: TimerTarget
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """The ``follow_up`` action: ``target`` is entered ``after`` the action ran, unless the user writes
+    first (then it is cancelled, unless ``keep_on_reply``)."""
+
+    after: Delay
+    target: TimerTarget
+    keep_on_reply: bool = False
+    when: tuple[Condition, ...] = ()
+
+
+Action = SendMessage | SendImage | SetValues | SendEmail | Goto | Jump | FollowUp
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +136,7 @@ class Step:
     retry: Template
     where: Where
     waits: bool  # it has a `next` or a button with a target: the conversation waits here
+    timeout: Timeout | None = None
 
 
 @dataclass(frozen=True, slots=True)
