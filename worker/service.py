@@ -10,6 +10,10 @@ handled at the same time or out of order.
 Replies to a message whose ``meta`` names a serve instance (the web chat) go to that instance's direct
 destination, since only that process holds the browser's socket; if the instance is gone they are
 dropped with a log line (the browser, reconnecting elsewhere, sends its next message there).
+
+Timers (:mod:`worker.timers`): a timer's firing is one more message of its conversation, handled by the
+same load, commit, publish, ack; the pending timers are a record committed with the turn, and the turn's
+change to the schedule is recorded with its outputs and applied after the commit (again on a replay).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.schema import INSTANCE_META, Inbound, parse_inbound
 from gateway.core.store.base import Commit, Store
 from worker.engine import Engine, Turn
+from worker.timers.turns import TimerTurns
 
 log = logging.getLogger("gateway.worker")
 
@@ -41,13 +46,16 @@ def envelopes_of(message: Inbound, recorded: Sequence[bytes], replay: bool) -> d
     """Turn recorded outputs back into envelopes; the ids were fixed when the turn ran.
 
     Outputs re-published for a message committed before carry :data:`REPLAY_HEADER`, telling the
-    deliverer and the mailer that they may have sent them already.
+    deliverer and the mailer that they may have sent them already. Recorded items that are not messages
+    (a schedule change) are left to their owners.
     """
     key = str(message.conversation)
     headers = {REPLAY_HEADER: "1"} if replay else {}
     out: dict[Topic, list[Envelope]] = {Topic.OUTBOUND: [], Topic.EMAIL: []}
     for item in recorded:
         tag, body = item[:1], item[1:]
+        if tag not in (_REPLY_TAG, _EMAIL_TAG):
+            continue
         topic, kind = (Topic.OUTBOUND, "r") if tag == _REPLY_TAG else (Topic.EMAIL, "e")
         envelopes = out[topic]
         message_id = f"{message.id}/{kind}{len(envelopes)}"
@@ -64,12 +72,14 @@ class StoryWorker:
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        timers: TimerTurns | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
         self.engine = engine  # a provider, so hot reload can swap the stories between two messages
         self.metrics = metrics or Metrics()
         self.clock = clock
+        self.timers = timers  # None: stories run without timers (benchmarks of the bare pipeline)
         self._faults = FaultPoints()
         self._subscription: Subscription | None = None
 
@@ -89,15 +99,34 @@ class StoryWorker:
             self.metrics.handled.labels("rejected").inc()
             raise Rejected(str(exc)) from None
         key = message.conversation
-        snapshot = await self.store.load(key, message.id)
+        timers = self.timers
+        if timers is not None:
+            timers.consumed(key)
+            await timers.wait_until_due(message, self.clock)
+        snapshot = await self.store.load(key, message.id, timers.records if timers is not None else ())
         outcome = "handled"
         recorded = snapshot.outputs
         if recorded is None:
-            turn = self.engine().handle(snapshot.session, snapshot.user, message, self.clock())
-            outputs = record_outputs(turn)
-            commit = Commit(message.id, turn.session, turn.user_changes, outputs)
+            now = self.clock()
+            engine = self.engine()
+            timed = None
+            if timers is None:
+                turn = engine.handle(snapshot.session, snapshot.user, message, now)
+                outputs = record_outputs(turn)
+                commit = Commit(message.id, turn.session, turn.user_changes, outputs)
+            else:
+                timed = timers.run(engine, snapshot, message, now)
+                if timed is None:
+                    log.debug("timer firing %s: the timer is no longer pending; dropped", message.id)
+                    self.metrics.handled.labels("dropped").inc()
+                    return
+                turn = timed.turn
+                outputs = record_outputs(turn) + timed.outputs
+                commit = Commit(message.id, turn.session, turn.user_changes, outputs, timed.records)
             if await self.store.commit(key, commit):
                 recorded = tuple(outputs)
+                if timers is not None and timed is not None:
+                    timers.committed(timed, message, now)
             else:  # committed meanwhile by a worker that lost its partition: use its record
                 recorded = (await self.store.load(key, message.id)).outputs or ()
                 outcome = "replayed"
@@ -112,6 +141,8 @@ class StoryWorker:
         for topic, envelopes in envelopes_of(message, recorded, outcome == "replayed").items():
             if envelopes:
                 await self._publish(message, topic, envelopes)
+        if timers is not None:
+            await timers.apply(message, recorded)
         self._faults.reach("after_publish", message.id)
         self.metrics.handled.labels(outcome).inc()
         self.metrics.handle_seconds.observe(time.perf_counter() - started)

@@ -1,10 +1,12 @@
-"""The bus and the store the settings name: RabbitMQ and Redis, or their in-process stand-ins."""
+"""The bus, the store and the timer schedule the settings name: RabbitMQ and Redis, or their in-process
+stand-ins."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from gateway.core.bus.base import Bus
+from gateway.core.schedule.base import Schedule
 from gateway.core.settings import Settings
 from gateway.core.store.base import Store
 
@@ -39,3 +41,15 @@ def build_store(settings: Settings, clock: Callable[[], float] | None = None) ->
     return RedisStore.from_url(
         settings.redis_url, prefix=settings.redis_prefix, processed_ttl=settings.processed_ttl
     )
+
+
+def build_schedule(settings: Settings, clock: Callable[[], float] | None = None) -> Schedule:
+    """The timer schedule beside the store: on Redis when ``GATEWAY_REDIS_URL`` is set, else in memory (its
+    leases on ``clock``, if given)."""
+    if settings.redis_url is None:
+        from gateway.core.schedule.memory import MemorySchedule
+
+        return MemorySchedule() if clock is None else MemorySchedule(clock=clock)
+    from gateway.core.schedule.redis import RedisSchedule
+
+    return RedisSchedule(settings.redis_url, prefix=settings.redis_prefix)

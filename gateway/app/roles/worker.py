@@ -1,4 +1,5 @@
-"""The ``worker`` role: story workers on the inbound topic, with hot reload of the stories."""
+"""The ``worker`` role: story workers on the inbound topic, with hot reload of the stories, and the timer
+poller of the partitions this process consumes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from gateway.core.settings import Settings
 from worker.engine import Engine, Stories, StoriesError
 from worker.reload import StoriesReloader, load_engine
 from worker.service import StoryWorker
+from worker.timers.poller import TimerPoller
+from worker.timers.turns import TimerTurns
 
 
 def engine_or_refuse(settings: Settings) -> Engine:
@@ -25,8 +28,24 @@ class WorkerRole(Role):
         self.services = services
         self.engine = engine
         self.reloader = StoriesReloader(services.settings, self._swap, watch=watch)
+        schedule = services.schedule
+        if schedule is None:
+            raise ValueError("the worker role needs the timer schedule (Services.schedule)")
+        self.poller = TimerPoller(
+            schedule,
+            services.bus,
+            holder=services.settings.instance_id,
+            clock=services.clock,
+            metrics=services.metrics,
+        )
+        timers = TimerTurns(schedule, services.bus.partitions, metrics=services.metrics, poller=self.poller)
         self.story_worker = StoryWorker(
-            services.bus, services.store, lambda: self.engine, metrics=services.metrics
+            services.bus,
+            services.store,
+            lambda: self.engine,
+            metrics=services.metrics,
+            clock=services.clock,
+            timers=timers,
         )
 
     @property
@@ -40,8 +59,10 @@ class WorkerRole(Role):
     async def start(self) -> None:
         self.reloader.start()
         await self.story_worker.start(self.services.settings.worker_concurrency)
+        self.poller.start()
 
     async def stop_intake(self) -> None:
+        await self.poller.stop()  # no more firings from here; the leases go to the other workers now
         await self.reloader.stop()
 
     async def drain(self, timeout: float) -> None:
