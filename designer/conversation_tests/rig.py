@@ -1,7 +1,8 @@
 """One gateway in this process for one conversation test: the real worker, deliverer and mailer path.
 
 The embedded bus and the in-memory store carry the messages; a simulated clock drives the store's
-expiry and the worker's timestamps, so "the session expires here" moves time instead of sleeping.
+expiry, the worker's timestamps and the timers, so "the session expires here" moves time instead of
+sleeping, and the timers due meanwhile fire at their due times (:func:`worker.timers.simulation.pass_time`).
 Each test gets its own rig, so no state leaks between tests.
 """
 
@@ -15,12 +16,16 @@ from designer.conversation_tests.capture import CapturingChannel, CapturingTrans
 from gateway.core.bus.base import DeadLetter, Envelope, Topic
 from gateway.core.bus.memory import MemoryBus
 from gateway.core.metrics import Metrics
+from gateway.core.schedule.memory import MemorySchedule
 from gateway.core.schema import ButtonPress, ConversationKey, Inbound
 from gateway.core.store.base import Commit
 from gateway.core.store.memory import MemoryStore
 from mailer.service import Mailer
 from worker.engine import Engine
 from worker.service import StoryWorker
+from worker.timers.poller import TimerPoller
+from worker.timers.simulation import pass_time
+from worker.timers.turns import TimerTurns
 
 START_TIME = 1_700_000_000.0
 SECONDS_PER_MESSAGE = 1.0  # simulated time between two messages of the user
@@ -38,6 +43,9 @@ class SimulatedClock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
+    def set_to(self, now: float) -> None:
+        self.now = max(self.now, now)
+
 
 class InProcessGateway:
     """Bus, store, story worker, deliverer and mailer for one conversation on one channel."""
@@ -54,7 +62,12 @@ class InProcessGateway:
         self.store = MemoryStore(clock=self.clock)
         self.channel = CapturingChannel(key.channel)
         self.transport = CapturingTransport()
-        self.worker = StoryWorker(self.bus, self.store, lambda: engine, metrics=metrics, clock=self.clock)
+        self.schedule = MemorySchedule(clock=self.clock)
+        self.poller = TimerPoller(self.schedule, self.bus, holder="test", clock=self.clock, metrics=metrics)
+        timers = TimerTurns(self.schedule, self.bus.partitions, metrics=metrics, poller=self.poller)
+        self.worker = StoryWorker(
+            self.bus, self.store, lambda: engine, metrics=metrics, clock=self.clock, timers=timers
+        )
         self.deliverer = Deliverer(
             self.bus, self.store, {key.channel: self.channel}, metrics, rate_limits=False
         )
@@ -97,6 +110,12 @@ class InProcessGateway:
         envelope = Envelope(message.to_json(), message.id, str(message.conversation))
         await self.bus.publish(Topic.INBOUND, [envelope])
         await self.bus.join()
+        return await self._new_dead_letters()
+
+    async def pass_time(self, seconds: float) -> list[DeadLetter]:
+        """Simulated time passes; each timer due meanwhile fires at its due time and is handled completely.
+        Returns what the pipeline dead-lettered."""
+        await pass_time(self.poller, self.clock, self.clock() + seconds, self.bus.join)
         return await self._new_dead_letters()
 
     async def session_ttl(self) -> float | None:

@@ -172,8 +172,11 @@ class TimerPoller:
                 log.exception("timer poller failed; retrying in %.2f s", delay)
                 sleep, delay = delay, min(delay * 2, self.retry_max)
             if sleep > 0 and not self._wake.is_set():
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that arrives as the event is set, and the loop would outlive stop()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), sleep)
+                    async with asyncio.timeout(sleep):
+                        await self._wake.wait()
 
     async def _until_next(self) -> float:
         """Seconds until the next due time or the next renewal, whichever comes first."""
