@@ -1,10 +1,11 @@
-"""The schedule on Redis: one sorted set per partition (member: conversation and timer id, score: due time
-in ms) and one hash of poller leases, each touched by one Lua script per call.
+"""The schedule on Redis: each partition's entries in small sorted sets behind an index (member:
+conversation and timer id, score: due time in ms; layout and scripts in
+:mod:`~gateway.core.schedule.buckets`), and one hash of poller leases; one Lua script per call.
 
 Every key of one partition carries the hash tag ``{timers:P}`` and the leases ``{timers}``, so each script
 stays in one Redis Cluster slot. Members are short (``channel:chat:user:timer``, parts percent-escaped
 as in the store's keys, the chat left empty when it is the user), since a pending timer's cost is mostly
-its member and the sorted set's per-entry overhead (``bench/timer_bench.py`` measures it).
+its member (``bench/timer_bench.py`` measures it).
 
 Lease times come from Redis's clock (``TIME``), so processes whose clocks differ agree on when a lease
 runs out. Failures surface as :class:`~gateway.core.errors.StoreUnavailable` and the caller retries.
@@ -23,36 +24,9 @@ from gateway.core.redis.client import make_client
 from gateway.core.redis.pipeline import AutoPipeline
 from gateway.core.redis.scripts import LuaScript
 from gateway.core.schedule.base import DueTimers, Schedule, Scheduled
+from gateway.core.schedule.buckets import BUCKET_SIZE, CHANGE, COUNT, DUE
 from gateway.core.schema import ConversationKey
 from gateway.core.store.keys import KeyBuilder, escape
-
-# KEYS: the partition's sorted set. ARGV: #entries to add, then (score, member) pairs, then members to
-# remove. ZADD and ZREM in chunks: unpack() has a limit on how many values it spreads.
-_CHANGE = """
-local adds = tonumber(ARGV[1])
-local first, last = 2, 1 + 2 * adds
-while first <= last do
-  local stop = math.min(first + 999, last)
-  redis.call('ZADD', KEYS[1], unpack(ARGV, first, stop))
-  first = stop + 1
-end
-first = 2 + 2 * adds
-while first <= #ARGV do
-  local stop = math.min(first + 999, #ARGV)
-  redis.call('ZREM', KEYS[1], unpack(ARGV, first, stop))
-  first = stop + 1
-end
-return 1
-"""
-
-# KEYS: the partition's sorted set. ARGV: now (ms), limit. Returns {member, score, ...} due, earliest first,
-# and the score of the next entry (or false).
-_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
-local rank = #due / 2
-local after = redis.call('ZRANGE', KEYS[1], rank, rank, 'WITHSCORES')
-return {due, after[2] or false}
-"""
 
 # KEYS: the leases hash. ARGV: holder, partitions, ttl ms, '1' to release, then the partitions claimed.
 # A lease is "<runs out at, ms> <holder>". Returns the partitions the holder holds.
@@ -116,8 +90,10 @@ class RedisSchedule(Schedule):
             self._client = redis
             self._owns_client = False
         self.keys = KeyBuilder(prefix)
-        self._change = LuaScript.of(_CHANGE)
-        self._due = LuaScript.of(_DUE)
+        self.bucket_size = BUCKET_SIZE
+        self._change = LuaScript.of(CHANGE)
+        self._due = LuaScript.of(DUE)
+        self._count = LuaScript.of(COUNT)
         self._hold = LuaScript.of(_HOLD)
         self._pipeline = AutoPipeline(self._client.connection_pool, max_batch=32)
 
@@ -130,16 +106,18 @@ class RedisSchedule(Schedule):
     ) -> None:
         if not add and not remove:
             return
-        args: list[EncodableT] = [len(add)]
-        for entry in add:
+        args: list[EncodableT] = [self.keys.schedule_bucket(partition, ""), self.bucket_size, len(add)]
+        for entry in (*add, *remove):
             args += (entry.due_ms, encode_member(entry.conversation, entry.timer))
-        args += [encode_member(entry.conversation, entry.timer) for entry in remove]
         await self._pipeline.run(self._change, (self.keys.schedule(partition),), args)
 
     async def due(self, partition: int, now_ms: int, limit: int) -> DueTimers:
         if limit < 1:
             raise ValueError(f"limit must be at least 1: {limit}")
-        found, after = await self._pipeline.run(self._due, (self.keys.schedule(partition),), (now_ms, limit))
+        prefix = self.keys.schedule_bucket(partition, "")
+        found, after = await self._pipeline.run(
+            self._due, (self.keys.schedule(partition),), (prefix, now_ms, limit)
+        )
         timers = []
         for i in range(0, len(found), 2):
             conversation, timer = decode_member(found[i])
@@ -147,7 +125,8 @@ class RedisSchedule(Schedule):
         return DueTimers(tuple(timers), int(float(after)) if after else None)
 
     async def count(self, partition: int) -> int:
-        counted: int = await self._pipeline.execute("ZCARD", self.keys.schedule(partition))
+        prefix = self.keys.schedule_bucket(partition, "")
+        counted: int = await self._pipeline.run(self._count, (self.keys.schedule(partition),), (prefix,))
         return counted
 
     async def hold(

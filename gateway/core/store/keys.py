@@ -56,9 +56,14 @@ class KeyBuilder:
         return f"{self.prefix}:seen:{escape(namespace)}:{escape(item)}"
 
     def schedule(self, partition: int) -> str:
-        """When the timers of one bus partition fall due (a sorted set); a hash tag of its own per
-        partition, so the partitions spread over a cluster. Entries leave it once fired."""
+        """The index of one bus partition's timer schedule (a sorted set of buckets, see
+        :mod:`gateway.core.schedule.buckets`); a hash tag of its own per partition, so the partitions
+        spread over a cluster. Gone once the partition's timers have all fired."""
         return f"{self.prefix}:{{timers:{partition}}}:due"
+
+    def schedule_bucket(self, partition: int, bucket: str) -> str:
+        """One bucket of a partition's schedule: up to 64 timers, by due time."""
+        return f"{self.prefix}:{{timers:{partition}}}:b:{bucket}"
 
     def timer_pollers(self) -> str:
         """Which process polls which partition's schedule (a hash: partition → lease); renewed, expires."""
