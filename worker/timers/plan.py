@@ -46,6 +46,9 @@ def plan_turn(
 ) -> TimerPlan:
     """The pending timers after ``turn`` handled ``message`` (a firing of ``fired``, when it is one);
     ``turn`` None: the fired timer's target no longer exists, so nothing ran."""
+    quiet = not before.timers and turn is not None and not turn.follow_ups
+    if quiet and turn is not None and _waiting_timeout(turn, stories) is None:
+        return TimerPlan(before, (), (), False)  # most messages: no timer before, none after
     timers = [timer for timer in before.timers if timer != fired]
     cancelled: list[tuple[PendingTimer, str]] = []
     if fired is not None and turn is None:
