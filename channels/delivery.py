@@ -23,6 +23,7 @@ from functools import partial
 
 from channels.base import Channel, Progress, Refused, RetryLater
 from channels.ratelimit import RateLimit, RateLimiter
+from gateway.core import tracing
 from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, Subscription, Topic
 from gateway.core.errors import Rejected, SchemaError
 from gateway.core.metrics import Metrics
@@ -92,6 +93,10 @@ class Deliverer:
         return delivery.redelivered or delivery.attempt > 1 or REPLAY_HEADER in delivery.envelope.headers
 
     async def handle(self, delivery: Delivery) -> None:
+        with tracing.consuming("deliver reply", delivery.envelope):
+            await self._deliver(delivery)
+
+    async def _deliver(self, delivery: Delivery) -> None:
         try:
             reply = parse_reply(delivery.envelope.body)
         except SchemaError as exc:

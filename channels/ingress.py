@@ -17,8 +17,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 
 from channels.base import Accepted, Channel, Endpoint, WebhookError, WebhookRequest
+from gateway.core import tracing
 from gateway.core.bus.base import Bus, Envelope, Topic
 from gateway.core.errors import Unavailable
 from gateway.core.metrics import Metrics
@@ -50,7 +52,10 @@ class Ingress:
         self, channel: str, endpoint: Endpoint
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            response, outcome = await self._handle(request, endpoint)
+            with tracing.span(f"webhook {channel}", kind=SpanKind.SERVER) as span:
+                response, outcome = await self._handle(request, endpoint)
+                if span is not None:
+                    span.set_attribute("gateway.outcome", outcome)
             self.metrics.webhooks.labels(channel, outcome).inc()
             return response
 
@@ -89,7 +94,12 @@ class Ingress:
             return
         await self.bus.publish(
             Topic.INBOUND,
-            [Envelope(body=m.to_json(), message_id=m.id, key=str(m.conversation)) for m in fresh],
+            [
+                Envelope(
+                    body=m.to_json(), message_id=m.id, key=str(m.conversation), headers=tracing.carried()
+                )
+                for m in fresh
+            ],
         )
         for message in fresh:
             self.metrics.inbound_published.labels(message.channel).inc()

@@ -32,6 +32,7 @@ import uuid
 from email.message import EmailMessage
 from typing import NoReturn
 
+from gateway.core import tracing
 from gateway.core.bus.base import Bus, Delivery, Subscription, Topic
 from gateway.core.errors import Rejected, SchemaError, StoreUnavailable, Unavailable
 from gateway.core.faults import FaultPoints
@@ -117,6 +118,10 @@ class Mailer:
             await self.transport.close()
 
     async def handle(self, delivery: Delivery) -> None:
+        with tracing.consuming("send email", delivery.envelope):
+            await self._handle(delivery)
+
+    async def _handle(self, delivery: Delivery) -> None:
         """The bus handler: returns once the job is sent (or was already); Rejected when it never will be."""
         try:
             job = parse_email(delivery.envelope.body)

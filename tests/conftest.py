@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support.clusters import RabbitCluster, RedisCluster
 from tests.support.services import RABBIT_HOST, RABBIT_PORT, REDIS_BASE_URL, rabbitmqctl
 
 
@@ -64,3 +65,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client of this test's own, closed after it."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+# Real clusters of this test run's own, started once when a test asks for them (tests/support/clusters.py).
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    with RabbitCluster(tmp_path_factory.mktemp("rabbit-cluster")) as cluster:
+        yield cluster

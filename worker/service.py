@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from gateway.core import tracing
 from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, Envelope, Subscription, Topic
 from gateway.core.errors import Rejected, SchemaError
 from gateway.core.faults import FaultPoints
@@ -50,7 +51,7 @@ def envelopes_of(message: Inbound, recorded: Sequence[bytes], replay: bool) -> d
     (a schedule change) are left to their owners.
     """
     key = str(message.conversation)
-    headers = {REPLAY_HEADER: "1"} if replay else {}
+    headers = tracing.carried({REPLAY_HEADER: "1"} if replay else {})
     out: dict[Topic, list[Envelope]] = {Topic.OUTBOUND: [], Topic.EMAIL: []}
     for item in recorded:
         tag, body = item[:1], item[1:]
@@ -92,6 +93,10 @@ class StoryWorker:
             self._subscription = None
 
     async def handle(self, delivery: Delivery) -> None:
+        with tracing.consuming("handle message", delivery.envelope):
+            await self._handle(delivery)
+
+    async def _handle(self, delivery: Delivery) -> None:
         started = time.perf_counter()
         try:
             message = parse_inbound(delivery.envelope.body)

@@ -31,6 +31,17 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=50)
     replay = mailer_sub.add_parser("replay", help="put dead-lettered email jobs back on the queue")
     replay.add_argument("--limit", type=int, default=None)
+    partitions = sub.add_parser(
+        "partitions", help="show the broker's partition count and queues, or change it (docs/operations.md)"
+    )
+    partitions.add_argument(
+        "--set",
+        type=int,
+        default=None,
+        metavar="N",
+        dest="new_count",
+        help="change the count (only while the partition queues are empty and unconsumed)",
+    )
     telegram = sub.add_parser("telegram", help="Telegram set-up")
     telegram_sub = telegram.add_subparsers(dest="telegram_command", metavar="ACTION", required=True)
     set_hook = telegram_sub.add_parser(
@@ -110,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: str = args.command
     try:
         settings = Settings.from_env(require_stories=_reads_stories_folder(args))
-        if command in ("serve", "worker", "mailer"):
+        if command in ("serve", "worker", "mailer", "partitions"):
             _require_services(settings, command)
     except SettingsError as exc:
         return _fail(str(exc), EXIT_USAGE)
@@ -121,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_check(args.path or settings.stories, settings.emails)
     if command == "telegram":
         return _set_telegram_webhook(settings, drop_pending=args.drop_pending)
+    if command == "partitions":
+        from gateway.app.partitions_cli import run_partitions
+
+        return asyncio.run(run_partitions(settings, args.new_count))
     if command == "chat":
         from gateway.app.chat import chat
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 import time
@@ -28,8 +29,9 @@ from gateway.app.roles.mailer import MailerRole
 from gateway.app.roles.ops import HealthServer, Heartbeat
 from gateway.app.roles.serve import ServeRole
 from gateway.app.roles.worker import WorkerRole, engine_or_refuse
+from gateway.core import tracing
 from gateway.core.bus.base import Bus
-from gateway.core.errors import SettingsError
+from gateway.core.errors import SettingsError, Unavailable
 from gateway.core.metrics import Metrics
 from gateway.core.schedule.base import Schedule
 from gateway.core.services import build_bus, build_schedule, build_store
@@ -44,14 +46,15 @@ DRAIN_SECONDS = 8.0
 
 async def wait_until_ready(name: str, attempt: Callable[[], Awaitable[object]], deadline: float) -> None:
     """Call ``attempt`` until it succeeds (and does not answer False), logging each failure; after
-    ``deadline`` raise :class:`StartupError` naming the service."""
+    ``deadline`` raise :class:`StartupError` naming the service. A failure that waiting cannot mend (the
+    broker's queues disagree with the settings) is a :class:`StartupError` at once."""
     delay = 0.5
     while True:
         try:
             if await attempt() is not False:
                 return
             raise ConnectionError("does not answer")
-        except Exception as exc:
+        except (Unavailable, ConnectionError, OSError, TimeoutError) as exc:
             if time.monotonic() >= deadline:
                 raise StartupError(f"{name} unreachable: {exc or type(exc).__name__}") from None
             log.warning(
@@ -59,6 +62,8 @@ async def wait_until_ready(name: str, attempt: Callable[[], Awaitable[object]], 
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+        except Exception as exc:
+            raise StartupError(f"{name}: {exc}") from None
 
 
 class Gateway:
@@ -209,6 +214,8 @@ async def run_until_signalled(gateway: Gateway) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if tracing.setup_from_environment("-".join(sorted(gateway.role_names))):
+        log.info("traces: exported over OTLP to %s", os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"])
     try:
         await gateway.start()
         for line in gateway.describe():
@@ -222,4 +229,5 @@ async def run_until_signalled(gateway: Gateway) -> None:
     finally:
         async with asyncio.timeout(DRAIN_SECONDS + 1.5):
             await gateway.stop()
+        await asyncio.to_thread(tracing.shutdown)
     log.info("stopped")

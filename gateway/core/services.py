@@ -39,7 +39,10 @@ def build_store(settings: Settings, clock: Callable[[], float] | None = None) ->
     from gateway.core.store.redis import RedisStore
 
     return RedisStore.from_url(
-        settings.redis_url, prefix=settings.redis_prefix, processed_ttl=settings.processed_ttl
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        processed_ttl=settings.processed_ttl,
+        cluster=settings.redis_cluster,
     )
 
 

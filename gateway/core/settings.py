@@ -38,6 +38,7 @@ def default_instance_id() -> str:
 class Settings:
     amqp_url: str | None = None
     redis_url: str | None = None
+    redis_cluster: bool = False  # GATEWAY_REDIS_URL is one node of a Redis Cluster
     smtp: SmtpSettings | None = None
     outbox: Path = Path("var/outbox")
     mail_from: str = "gateway@localhost"
@@ -155,6 +156,18 @@ class _Reader:
             raise self.fail(name, f"URL has no host: {value!r}")
         return value
 
+    def urls(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        """One URL, or several separated by commas (the nodes of a cluster), each checked like :meth:`url`."""
+        value = self.raw(name)
+        if value is None:
+            return None
+        nodes = [node.strip() for node in value.split(",")]
+        if not all(nodes):
+            raise self.fail(name, f"an empty URL in the list: {value!r}")
+        for node in nodes:
+            _Reader({name: node}, self.require_stories).url(name, schemes)
+        return ",".join(nodes)
+
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         value = self.raw(name)
         if value is None:
@@ -242,7 +255,8 @@ class _Reader:
                 raise self.fail(name, f"use letters, digits, '_', '-' and '.', got {prefix!r}")
         levels = ("debug", "info", "warning", "error")
         return Settings(
-            amqp_url=self.url("GATEWAY_AMQP_URL", ("amqp", "amqps")),
+            amqp_url=self.urls("GATEWAY_AMQP_URL", ("amqp", "amqps")),
+            redis_cluster=self.boolean("GATEWAY_REDIS_CLUSTER", d.redis_cluster),
             redis_url=self.url("GATEWAY_REDIS_URL", ("redis", "rediss", "unix")),
             smtp=self.smtp(),
             outbox=self.folder("GATEWAY_OUTBOX", str(d.outbox), must_exist=False),

@@ -42,6 +42,11 @@ def test_smtp_url_forms() -> None:
     assert start and start.starttls and start.timeout == 5.0
 
 
+def test_the_broker_may_be_the_nodes_of_a_cluster() -> None:
+    s = settings(GATEWAY_AMQP_URL=" amqp://u:p@a:5672/v , amqp://u:p@b:5673/v ", GATEWAY_REDIS_CLUSTER="true")
+    assert s.amqp_url == "amqp://u:p@a:5672/v,amqp://u:p@b:5673/v" and s.redis_cluster
+
+
 def test_channels_switch_on_with_their_settings() -> None:
     s = settings(
         TELEGRAM_BOT_TOKEN="1:x",
@@ -60,6 +65,9 @@ def test_channels_switch_on_with_their_settings() -> None:
     [
         ("GATEWAY_AMQP_URL", "http://x", "scheme"),
         ("GATEWAY_AMQP_URL", "amqp://host:99999/", "not a valid URL"),
+        ("GATEWAY_AMQP_URL", "amqp://a:5672/,http://b/", "scheme"),
+        ("GATEWAY_AMQP_URL", "amqp://a:5672/,,amqp://b/", "empty URL"),
+        ("GATEWAY_REDIS_CLUSTER", "sometimes", "not a boolean"),
         ("GATEWAY_REDIS_URL", "redis://", "no host"),
         ("GATEWAY_SMTP_URL", "smtps://h?starttls=true", "already uses TLS"),
         ("GATEWAY_PORT", "eighty", "not an integer"),

@@ -55,6 +55,19 @@ async def test_unreachable_service_at_start_is_retried_then_one_line(
     assert "Traceback" not in worker.output()
 
 
+async def test_a_role_with_another_partition_count_than_the_queues_stops_with_one_line(
+    start_role: Start, role_env: dict[str, str]
+) -> None:
+    """Every role must agree on GATEWAY_PARTITIONS; one that does not is refused at once, not retried."""
+    await start_role("worker")  # declares the test's queues with GATEWAY_PARTITIONS=4
+    stray = await GatewayProcess("serve", env={**role_env, "GATEWAY_PARTITIONS": "8"}).start()
+    assert await stray.wait(30) == 1
+    last = stray.output().splitlines()[-1]
+    assert last.startswith("error: broker (GATEWAY_AMQP_URL): GATEWAY_PARTITIONS is 8 but"), last
+    assert "have 4 partitions" in last and "not reachable yet" not in stray.output()
+    assert "Traceback" not in stray.output()
+
+
 @pytest.fixture
 async def amqp_proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
     proxy = TcpProxy("127.0.0.1", 5672)

@@ -646,6 +646,13 @@ class RedisCluster(_PortBlock):
             raise ClusterError(f"no running Redis node on {port}")
         _kill_group(process)
 
+    def master_of_slot(self, slot: int) -> int:
+        """The port of the live master serving ``slot`` now."""
+        for node in self.cluster_nodes():
+            if node.is_master and not node.failed and any(a <= slot <= b for a, b in node.slots):
+                return node.port
+        raise ClusterError(f"no live master serves slot {slot}")
+
     def kill_master(self, index_or_port: int) -> int:
         """SIGKILL a master, given as its index in :meth:`masters` or its port; returns its port."""
         nodes = {node.port: node for node in self.cluster_nodes()}

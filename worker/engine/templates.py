@@ -1,81 +1,29 @@
 """The template language, compiled once when the stories load and rendered without re-parsing.
 
-A template is literal text with expressions between ``{{ }}`` or ``<< >>``. An expression is a chain of
-alternatives separated by ``||``; its value is the first alternative that is set and not empty. A
-substituted value is never parsed again, so a user who types ``{{@user.Email}}`` sees exactly that.
+A template is literal text with expressions between ``{{ }}`` or ``<< >>`` (their language is in
+:mod:`worker.engine.expressions`). An expression that depends on no value is worked out when the template
+compiles and becomes literal text. A substituted value is never parsed again, so a user who types
+``{{@user.Email}}`` sees exactly that.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
-from typing import Final
 
-SESSION: Final = 0
-USER: Final = 1
-MESSAGE: Final = 2
-TEXT: Final = 3
+from worker.engine.expressions.errors import TemplateError
+from worker.engine.expressions.parser import parse_template_expression
+from worker.engine.expressions.values import Constant, Expr, Values
 
-_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_WORD = re.compile(r"[A-Za-z0-9_-]*")
-_SPACE = re.compile(r"\s*")
+__all__ = ["Expr", "Template", "TemplateError", "Values", "compile_template"]
+
 _DELIMITER = re.compile(r"\\\{\{|\\<<|\{\{|<<")
-_CLOSERS: Final = {"{{": "}}", "<<": ">>"}
-_STRING_ESCAPES: Final = {'"': '"', "'": "'", "\\": "\\"}
-_EXPECTED_ALTERNATIVE = "expected @session.NAME, @user.NAME, @message or a quoted string"
-
-Values = Mapping[str, str]
-
-
-class TemplateError(ValueError):
-    """A malformed template or condition; ``offset`` is where in its text the problem is."""
-
-    def __init__(self, offset: int, message: str) -> None:
-        super().__init__(message)
-        self.offset = offset
-        self.message = message
-
-
-class Expr:
-    """A compiled chain of alternatives: ``(kind, name)`` pairs, tried in order."""
-
-    __slots__ = ("alternatives", "source")
-
-    def __init__(self, alternatives: tuple[tuple[int, str], ...], source: str) -> None:
-        self.alternatives = alternatives
-        self.source = source
-
-    @property
-    def constant(self) -> str | None:
-        """The value when it does not depend on anything (a chain that starts with a quoted string)."""
-        if not self.alternatives:
-            return ""
-        kind, name = self.alternatives[0]
-        return name if kind == TEXT else None
-
-    def value(self, session: Values, user: Values, message: str) -> str:
-        for kind, name in self.alternatives:
-            if kind == SESSION:
-                found = session.get(name)
-            elif kind == USER:
-                found = user.get(name)
-            elif kind == MESSAGE:
-                found = message
-            else:
-                return name
-            if found:
-                return found if found.__class__ is str else str(found)
-        return ""
-
-    def __repr__(self) -> str:
-        return f"Expr({self.source!r})"
 
 
 class Template:
     """Literal parts and expressions; ``escape`` HTML-escapes every substituted value (``html`` bodies)."""
 
-    __slots__ = ("constant", "escape", "parts", "source")
+    __slots__ = ("constant", "escape", "parts", "single", "source")
 
     def __init__(self, source: str, parts: tuple[str | Expr, ...], escape: bool = False) -> None:
         self.source = source
@@ -83,18 +31,24 @@ class Template:
         self.escape = escape
         only_text = all(part.__class__ is str for part in parts)
         self.constant: str | None = "".join(p for p in parts if isinstance(p, str)) if only_text else None
+        # "{{expr}}" alone, as in most set_session values: its value is the template's
+        self.single: Expr | None = parts[0] if len(parts) == 1 and isinstance(parts[0], Expr) else None
 
     @property
     def expressions(self) -> tuple[Expr, ...]:
         return tuple(part for part in self.parts if isinstance(part, Expr))
 
     def render(self, session: Values, user: Values, message: str) -> str:
-        """Never raises: every alternative falls back to the empty string."""
+        """Never raises: an expression that is unset gives the empty string."""
         constant = self.constant
         if constant is not None:
             return constant
-        out: list[str] = []
         escape = self.escape
+        single = self.single
+        if single is not None:
+            value = single.value(session, user, message)
+            return html.escape(value) if escape else value
+        out: list[str] = []
         for part in self.parts:
             if type(part) is str:
                 out.append(part)
@@ -122,10 +76,9 @@ def compile_template(source: str, escape: bool = False) -> Template:
             literal.append(token[1:])
             position = found.end()
             continue
-        expr, position = _parse_expression(source, found.end(), start, token)
-        constant = expr.constant
-        if constant is not None:
-            literal.append(html.escape(constant) if escape else constant)
+        expr, position = parse_template_expression(source, found.end(), start, token)
+        if isinstance(expr, Constant):
+            literal.append(html.escape(expr.text) if escape else expr.text)
             continue
         if literal:
             parts.append("".join(literal))
@@ -136,87 +89,3 @@ def compile_template(source: str, escape: bool = False) -> Template:
     if text:
         parts.append(text)
     return Template(source, tuple(parts), escape)
-
-
-def _parse_expression(source: str, position: int, opened_at: int, opener: str) -> tuple[Expr, int]:
-    closer = _CLOSERS[opener]
-    position = _SPACE.match(source, position).end()  # type: ignore[union-attr]
-    if source.startswith(closer, position):
-        raise TemplateError(
-            opened_at, f"empty expression {opener}{closer}; write one such as {opener}@message{closer}"
-        )
-    if position >= len(source):
-        raise TemplateError(opened_at, f"{opener!r} is never closed with {closer!r}")
-    alternatives, position = parse_chain(source, position)
-    if not source.startswith(closer, position):
-        if position >= len(source):
-            raise TemplateError(opened_at, f"{opener!r} is never closed with {closer!r}")
-        raise TemplateError(position, f"expected '||' or {closer!r}")
-    return Expr(alternatives, source[opened_at : position + 2]), position + 2
-
-
-def parse_chain(source: str, position: int) -> tuple[tuple[tuple[int, str], ...], int]:
-    """Parse ``alt ("||" alt)*`` from ``position``; returns the useful alternatives and where it ended.
-
-    Empty quoted strings are dropped (they are never "set and not empty") and so is everything after
-    a non-empty quoted string (it is always chosen).
-    """
-    alternatives: list[tuple[int, str]] = []
-    settled = False
-    while True:
-        position = _SPACE.match(source, position).end()  # type: ignore[union-attr]
-        alternative, position = _parse_alternative(source, position)
-        if not settled and not (alternative[0] == TEXT and alternative[1] == ""):
-            alternatives.append(alternative)
-            settled = alternative[0] == TEXT
-        position = _SPACE.match(source, position).end()  # type: ignore[union-attr]
-        if not source.startswith("||", position):
-            return tuple(alternatives), position
-        position += 2
-
-
-def _parse_alternative(source: str, position: int) -> tuple[tuple[int, str], int]:
-    char = source[position : position + 1]
-    if char in ('"', "'"):
-        return _parse_string(source, position)
-    if char != "@":
-        raise TemplateError(position, _EXPECTED_ALTERNATIVE)
-    word_end = _WORD.match(source, position + 1).end()  # type: ignore[union-attr]
-    word = source[position + 1 : word_end]
-    if word == "message":
-        if source.startswith(".", word_end):
-            raise TemplateError(word_end, "@message has no fields; use @message alone")
-        return (MESSAGE, ""), word_end
-    if word not in ("session", "user"):
-        shown = f"@{word}" if word else "@"
-        raise TemplateError(position, f"unknown variable {shown} (use @session.NAME, @user.NAME or @message)")
-    if not source.startswith(".", word_end):
-        raise TemplateError(word_end, f"@{word} needs a name: @{word}.NAME")
-    name = _NAME.match(source, word_end + 1)
-    if name is None:
-        raise TemplateError(word_end + 1, f"@{word}. needs a name of letters, digits, '_' and '-'")
-    return (SESSION if word == "session" else USER, name.group()), name.end()
-
-
-def _parse_string(source: str, position: int) -> tuple[tuple[int, str], int]:
-    quote = source[position]
-    out: list[str] = []
-    index = position + 1
-    length = len(source)
-    while index < length:
-        char = source[index]
-        if char == quote:
-            return (TEXT, "".join(out)), index + 1
-        if char == "\\":
-            escaped = source[index + 1 : index + 2]
-            if escaped not in _STRING_ESCAPES:
-                shown = "\\" + escaped if escaped else "a lone \\"
-                raise TemplateError(
-                    index, f"unknown escape {shown} in a quoted string (use \\\", \\' or \\\\)"
-                )
-            out.append(_STRING_ESCAPES[escaped])
-            index += 2
-            continue
-        out.append(char)
-        index += 1
-    raise TemplateError(position, f"quoted string is never closed with {quote}")

@@ -24,7 +24,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -75,6 +75,19 @@ class _Call:
             self.future.set_exception(value)
         else:
             self.future.set_result(value)
+
+
+class CommandPipeline(Protocol):
+    """What the store needs of a pipelining client: :class:`AutoPipeline` on one node, or
+    :class:`~gateway.core.redis.cluster.ClusterPipeline` on a Redis Cluster."""
+
+    max_batch: int
+
+    async def execute(self, *command: EncodableT, script: LuaScript | None = None) -> Any: ...
+
+    async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[EncodableT] = ()) -> Any: ...
+
+    async def aclose(self) -> None: ...
 
 
 class AutoPipeline:

@@ -33,7 +33,8 @@ from redis.asyncio import Redis
 from redis.typing import EncodableT
 
 from gateway.core.redis.client import make_client
-from gateway.core.redis.pipeline import AutoPipeline
+from gateway.core.redis.cluster import ClusterPipeline
+from gateway.core.redis.pipeline import AutoPipeline, CommandPipeline
 from gateway.core.redis.scripts import LuaScript
 from gateway.core.schema import Button, ConversationKey
 from gateway.core.store.base import Commit, Session, Snapshot, Store, check_record_kinds
@@ -173,14 +174,16 @@ class RedisStore(Store):
         connect_timeout: float = 2.0,
         pool_timeout: float = 10.0,
         health_check_interval: int = 30,
+        cluster: bool = False,
         **pool_options: Any,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"a Redis key prefix cannot hold a brace (it breaks the hash tag): {prefix!r}")
+        self._pipeline: CommandPipeline
+        self._client: Redis | None = None
         if isinstance(redis, str):
             pool_options.setdefault("client_name", "gateway-store")
-            self._client = make_client(
-                redis,
+            options: dict[str, Any] = dict(
                 max_connections=max_connections,
                 socket_timeout=socket_timeout,
                 connect_timeout=connect_timeout,
@@ -188,10 +191,16 @@ class RedisStore(Store):
                 health_check_interval=health_check_interval,
                 **pool_options,
             )
+            if cluster:  # one pool and pipeline per master, calls routed by slot
+                self._pipeline = ClusterPipeline(redis, max_batch=32, **options)
+            else:
+                self._client = make_client(redis, **options)
             self._owns_client = True
         else:
             if redis.connection_pool.connection_kwargs.get("decode_responses"):
                 raise ValueError("RedisStore needs a client with decode_responses=False (outputs are bytes)")
+            if cluster:
+                raise ValueError("a Redis Cluster store is built from a URL, not from a client")
             self._client = redis
             self._owns_client = False
         self.keys = KeyBuilder(prefix)
@@ -200,7 +209,8 @@ class RedisStore(Store):
         self._commit = LuaScript.of(_COMMIT)
         self._lease = LuaScript.of(_LEASE)
         self._release = LuaScript.of(_RELEASE)
-        self._pipeline = AutoPipeline(self._client.connection_pool, max_batch=32)
+        if self._client is not None:
+            self._pipeline = AutoPipeline(self._client.connection_pool, max_batch=32)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -219,6 +229,9 @@ class RedisStore(Store):
 
     @property
     def client(self) -> Redis:
+        """The redis-py client of a single-node store (tests and tools look at keys with it)."""
+        if self._client is None:
+            raise RuntimeError("a Redis Cluster store has a client per node, not one")
         return self._client
 
     async def load(self, key: ConversationKey, message_id: str, records: Sequence[str] = ()) -> Snapshot:
@@ -329,14 +342,16 @@ class RedisStore(Store):
         await self._pipeline.run(self._release, (self.keys.lease(namespace, item),), (holder,))
 
     async def ping(self) -> bool:
+        if isinstance(self._pipeline, ClusterPipeline):
+            return await self._pipeline.ping()
         try:
-            return bool(await self._client.ping())
+            return bool(await self.client.ping())
         except (redis_errors.RedisError, OSError):
             return False
 
     async def close(self) -> None:
         await self._pipeline.aclose()
-        if self._owns_client:
+        if self._owns_client and self._client is not None:
             await self._client.aclose()
 
 

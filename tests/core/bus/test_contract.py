@@ -17,12 +17,15 @@ from gateway.core.bus.memory import MemoryBus
 from gateway.core.bus.rabbit import RabbitBus
 from gateway.core.errors import Rejected, Unavailable
 from tests.support.bus import FAST_RETRIES, WAIT, Watch, delete_topology, envelope, eventually, number
+from tests.support.clusters import RabbitCluster
 
 PARTITIONS = 4
 MAX_ATTEMPTS = 3
 
 
-@pytest.fixture(params=["memory", "rabbit", "rabbit-quorum"])
+@pytest.fixture(
+    params=["memory", "rabbit", "rabbit-quorum", pytest.param("rabbit-cluster", marks=pytest.mark.cluster)]
+)
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     if request.param == "memory":
         memory = MemoryBus(partitions=PARTITIONS, max_attempts=MAX_ATTEMPTS, backoff=FAST_RETRIES)
@@ -30,7 +33,11 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
         yield memory
         await memory.close()
         return
-    amqp_url: str = request.getfixturevalue("amqp_url")
+    if request.param == "rabbit-cluster":  # the same contract on a 3-node RabbitMQ cluster, quorum queues
+        cluster: RabbitCluster = request.getfixturevalue("rabbit_cluster")
+        amqp_url = cluster.amqp_url
+    else:
+        amqp_url = request.getfixturevalue("amqp_url")
     prefix: str = request.getfixturevalue("queue_prefix")
     rabbit = RabbitBus(
         amqp_url,
@@ -39,14 +46,14 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
         max_attempts=MAX_ATTEMPTS,
         backoff=FAST_RETRIES,
         rebalance_interval=0.2,
-        queue_type="quorum" if request.param == "rabbit-quorum" else "classic",
+        queue_type="classic" if request.param == "rabbit" else "quorum",
     )
     await rabbit.start()
     try:
         yield rabbit
     finally:
         await rabbit.close()
-        await delete_topology(amqp_url, rabbit.topology)
+        await delete_topology(amqp_url.split(",")[0], rabbit.topology)
 
 
 def keys_on_every_partition(count: int) -> list[str]:

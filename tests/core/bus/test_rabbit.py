@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -16,6 +17,9 @@ from yarl import URL
 
 from gateway.core.bus.base import Delivery, Envelope, Topic
 from gateway.core.bus.rabbit import RabbitBus, Topology, TopologyConflict
+from gateway.core.bus.rabbit.partitions import PartitionsBusy
+from gateway.core.bus.rabbit.partitions import change as change_partitions
+from gateway.core.bus.rabbit.partitions import inspect as inspect_partitions
 from gateway.core.errors import BusUnavailable, Rejected
 from tests.support.bus import FAST_RETRIES, Watch, delete_topology, envelope, eventually, number
 from tests.support.faults import TcpProxy
@@ -42,6 +46,16 @@ async def make_bus(amqp_url: str, queue_prefix: str) -> AsyncIterator[RabbitFact
         await bus.close()
     if buses:
         await delete_topology(amqp_url, buses[0].topology)
+
+
+@contextlib.asynccontextmanager
+async def aio_pika_channel(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        async with connection.channel() as channel:
+            yield channel
+    finally:
+        await connection.close()
 
 
 def through(proxy: TcpProxy, amqp_url: str) -> str:
@@ -488,6 +502,11 @@ async def test_every_subscriber_is_counted_active_or_standing_by(
     assert await bus.subscriber_count(Topic.INBOUND) == 2
     assert await bus.subscriber_count(Topic.OUTBOUND) == 0
     await second.stop()
+
+    async def one_left() -> bool:  # a quorum queue's consumer count catches up through its log: poll it
+        return await bus.subscriber_count(Topic.INBOUND) == 1
+
+    await eventually(one_left, timeout=10)
     assert await bus.subscriber_count(Topic.INBOUND) == 1
     await first.stop()
 
@@ -529,3 +548,40 @@ async def queued_per_queue(amqp_url: str, topology: Topology, topic: Topic) -> l
 
 async def queued(amqp_url: str, topology: Topology, topic: Topic) -> int:
     return sum(await queued_per_queue(amqp_url, topology, topic))
+
+
+# -- the partition count ------------------------------------------------------------------------------
+
+
+async def test_a_role_refuses_a_partition_count_that_disagrees_with_the_queues(
+    make_bus: RabbitFactory, amqp_url: str, queue_prefix: str
+) -> None:
+    await make_bus(partitions=4)
+    for wrong in (2, 8):
+        refused = rf"GATEWAY_PARTITIONS is {wrong} but .* have 4 partitions"
+        with pytest.raises(TopologyConflict, match=refused):
+            await make_bus(partitions=wrong)
+    assert (await make_bus(partitions=4)).partitions == 4
+
+
+async def test_the_partition_count_changes_only_while_the_queues_are_empty_and_unconsumed(
+    make_bus: RabbitFactory, amqp_url: str, queue_prefix: str
+) -> None:
+    bus = await make_bus(partitions=2)
+    topology = Topology(queue_prefix, 2)
+    await bus.publish(Topic.INBOUND, [envelope("k", 1)])
+    with pytest.raises(PartitionsBusy, match="not empty or still consumed"):
+        await change_partitions([amqp_url], topology, 4)
+    await bus.close()
+    async with aio_pika_channel(amqp_url) as channel:
+        for partition in range(2):
+            queue = await channel.declare_queue(topology.queue(Topic.INBOUND, partition), passive=True)
+            await queue.purge()
+    assert await change_partitions([amqp_url], topology, 4) == (2, 4)
+    found, queues = await inspect_partitions([amqp_url], topology)
+    assert found == 4 and len(queues) == 8  # inbound and outbound
+    assert (await make_bus(partitions=4)).partitions == 4
+    with pytest.raises(TopologyConflict):
+        await make_bus(partitions=2)
+    assert await change_partitions([amqp_url], topology, 3) == (4, 3)
+    assert (await inspect_partitions([amqp_url], topology))[0] == 3

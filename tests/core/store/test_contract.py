@@ -18,6 +18,7 @@ from gateway.core.schema import Button, ConversationKey
 from gateway.core.store.base import Commit, Record, Session, Snapshot, Store
 from gateway.core.store.memory import MemoryStore
 from gateway.core.store.redis import RedisStore
+from tests.support.clusters import RedisCluster
 
 KEY = ConversationKey("telegram", "chat-1", "user-1")
 EXPIRY_DEADLINE = 5.0  # seconds Redis may take past a TTL before a test gives up
@@ -70,7 +71,7 @@ class Harness:
             await asyncio.sleep(0.02)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", pytest.param("redis-cluster", marks=pytest.mark.cluster)])
 async def harness(
     request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
 ) -> AsyncIterator[Harness]:
@@ -78,6 +79,13 @@ async def harness(
         clock = FakeClock()
         h = Harness(
             "memory", lambda **options: MemoryStore(clock=clock, **options), short_ttl=60.0, clock=clock
+        )
+    elif request.param == "redis-cluster":  # the same contract on a 6-node Redis Cluster of its own
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        h = Harness(
+            "redis-cluster",
+            lambda **options: RedisStore.from_url(cluster.url, prefix=redis_prefix, cluster=True, **options),
+            short_ttl=0.3,
         )
     else:
         h = Harness(

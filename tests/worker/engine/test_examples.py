@@ -87,11 +87,12 @@ def test_quiz_records_each_answer_and_reports_the_score(stories: Stories) -> Non
     ]
     assert chat.say("no") == [
         "Right, that's a myth!",
-        "Your score: 3/3 (1: correct, 2: correct, 3: correct).",
+        "Your score: 3/3, 100% (1: correct, 2: correct, 3: correct).",
         "Perfect, well done Ada! 🎉",
         "Play again?",
     ]
     assert (chat.values["Q1"], chat.values["Q2"], chat.values["Q3"]) == ("correct", "correct", "correct")
+    assert chat.values["Score"] == "3"
 
 
 def test_quiz_with_wrong_answers(stories: Stories) -> None:
@@ -107,11 +108,13 @@ def test_quiz_with_wrong_answers(stories: Stories) -> None:
     ]
     assert chat.say("2") == [
         "Right, that's a myth!",
-        "Your score: 1/3 (1: false, 2: false, 3: correct).",
+        "Your score: 1/3, 33% (1: false, 2: false, 3: correct).",
+        "2 more right for a perfect score.",
         "Play again?",
     ]
+    assert chat.values["Score"] == "1"
     assert chat.say("Quiz") == ["Three questions, let's go! 1) What is the capital of France?"]
-    assert chat.values == {"Score": "0"}
+    assert chat.values == {}  # a new session: the score is unset until a right answer counts
 
 
 def test_fallback_offers_the_way_back(stories: Stories) -> None:

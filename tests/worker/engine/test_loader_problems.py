@@ -213,7 +213,7 @@ def test_bad_templates_are_positioned_inside_the_scalar(tmp_path: Path) -> None:
         """,
     )
     assert found == [
-        "stories/bot.yml:6:42: bad template in message: expected '||' or '}}'",
+        "stories/bot.yml:6:42: bad template in message: expected an operator or '}}'",
         "stories/bot.yml:7:31: bad template in message: unknown variable @foo "
         "(use @session.NAME, @user.NAME or @message)",
         "stories/bot.yml:8:43: bad template in message: @message has no fields; use @message alone",
@@ -245,8 +245,7 @@ def test_bad_conditions(tmp_path: Path) -> None:
         """,
     )
     assert found == [
-        "stories/bot.yml:7:32: bad condition in if: "
-        "expected '||', '==' or '!=' (or the end of the condition)",
+        "stories/bot.yml:7:32: bad condition in if: '=' is not an operator; compare with '=='",
         "stories/bot.yml:9:22: bad condition in unless: write conditions without {{ }}, "
         "e.g. '@session.City == \"Paris\"'",
         "stories/bot.yml:11:17: if must be a condition written as text, such as '@session.City == \"Paris\"'",

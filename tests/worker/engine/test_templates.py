@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.engine.templates import Template, TemplateError, compile_template
+from worker.engine.templates import Expr, Template, TemplateError, compile_template
 
 SESSION = {"City": "Paris", "email": "ada@example.com", "Empty": "", "a_b-9": "named"}
 USER = {"FirstName": "Ada", "firstname": "lower"}
@@ -72,12 +72,13 @@ def test_a_substituted_value_is_never_parsed_again() -> None:
 def test_html_escape_applies_to_substituted_values_only() -> None:
     out = render("<b>{{@message}}</b>", message="<script>&\"'", escape=True)
     assert out == "<b>&lt;script&gt;&amp;&quot;&#x27;</b>"
+    assert render("{{@message}}", message="<i>", escape=True) == "&lt;i&gt;"  # a template of one expression
 
 
 def test_compiled_once_into_parts() -> None:
     template = compile_template('Hi {{@user.FirstName || "you"}}, {{"constant"}}!')
     assert isinstance(template, Template)
-    assert [type(part).__name__ for part in template.parts] == ["str", "Expr", "str"]
+    assert [isinstance(part, Expr) for part in template.parts] == [False, True, False]
     assert template.parts[2] == ", constant!"
     assert compile_template("plain").constant == "plain"
 
@@ -93,7 +94,7 @@ def test_render_tolerates_non_text_values() -> None:
         ("Hello {{@user.FirstName", 6, "never closed with '}}'"),
         ("Hello <<@message", 6, "never closed with '>>'"),
         ("x {{ }}", 2, "empty expression"),
-        ("x {{@message>>", 12, "expected '||' or '}}'"),
+        ("x {{@message>>", 12, "'{{' closes with '}}', not '>>'"),
         ("{{ FirstName }}", 3, "expected @session.NAME"),
         ("{{@foo.bar}}", 2, "unknown variable @foo"),
         ("{{@session}}", 10, "@session needs a name"),
@@ -101,7 +102,7 @@ def test_render_tolerates_non_text_values() -> None:
         ("{{@message.text}}", 10, "@message has no fields"),
         ('{{"open}}', 2, 'never closed with "'),
         (r'{{"a\n"}}', 4, "unknown escape \\n"),
-        ("{{@user.First Name}}", 14, "expected '||' or '}}'"),
+        ("{{@user.First Name}}", 14, "expected an operator or '}}'"),
         ("{{@user.A ||}}", 12, "expected @session.NAME"),
         ("ok \\{{ then {{@message", 12, "never closed"),
     ],

@@ -25,6 +25,7 @@ from gateway.core.bus.rabbit.channels import restored
 from gateway.core.bus.rabbit.connection import BrokerConnection
 from gateway.core.bus.rabbit.dead_letters import buried, peek_dead, replay_dead
 from gateway.core.bus.rabbit.naming import Topology
+from gateway.core.bus.rabbit.nodes import node_urls
 from gateway.core.bus.rabbit.publisher import Publisher
 from gateway.core.bus.rabbit.subscription import RabbitSubscription
 
@@ -36,7 +37,7 @@ class RabbitBus(Bus):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         prefix: str = "gw",
         partitions: int = 16,
@@ -57,7 +58,8 @@ class RabbitBus(Bus):
             raise ValueError(f"queue_type must be classic or quorum, got {queue_type!r}")
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
-        self.url = url
+        self.nodes = node_urls(url)  # one URL, or the nodes of a cluster (comma-separated)
+        self.url = ",".join(self.nodes)
         self.partitions = partitions
         self.max_attempts = max_attempts
         self.topology = Topology(prefix, partitions, queue_type, delivery_limit, direct_expiry)
@@ -93,7 +95,7 @@ class RabbitBus(Bus):
 
     async def start(self) -> None:
         await self._broker.open(
-            self.url,
+            self.nodes,
             self.topology,
             connect_timeout=self.connect_timeout,
             reconnect_interval=self.reconnect_interval,

@@ -11,20 +11,63 @@ refuses, and :class:`TopologyConflict` says what to do about it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from gateway.core.bus.base import Topic
-from gateway.core.bus.rabbit.channels import CHANNEL_ERRORS
+from gateway.core.bus.rabbit.channels import CHANNEL_ERRORS, borrowed_channel, close_channel
 from gateway.core.bus.rabbit.naming import Topology
+from gateway.core.bus.rabbit.nodes import connect_cluster
 from gateway.core.errors import BusUnavailable
 
 
 class TopologyConflict(RuntimeError):
-    """The queues exist with other arguments (e.g. another queue type): RabbitMQ refuses to redeclare them."""
+    """The queues exist with other arguments (e.g. another queue type): RabbitMQ refuses to redeclare them;
+    or with another number of partitions than this process is configured for."""
+
+
+MAX_PARTITIONS = 1024  # GATEWAY_PARTITIONS's upper bound
+
+
+async def queue_exists(connection: AbstractRobustConnection, name: str) -> bool:
+    """Whether the broker has queue ``name`` (a passive declare, on a channel of its own: a missing queue
+    closes the channel that asked)."""
+    try:
+        async with borrowed_channel(connection) as channel:
+            await channel.declare_queue(name, passive=True, robust=False)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return False
+    return True
+
+
+async def partitions_found(connection: AbstractRobustConnection, topology: Topology) -> int:
+    """How many inbound partitions the broker's queues have (0 when none exists yet): queues are numbered
+    from 0 without gaps, so a binary search over passive declares finds the count."""
+    if not await queue_exists(connection, topology.queue(Topic.INBOUND, 0)):
+        return 0
+    low, high = 1, MAX_PARTITIONS  # queue low-1 exists; queue high does not (bounded by the settings)
+    while low < high:
+        middle = (low + high) // 2
+        if await queue_exists(connection, topology.queue(Topic.INBOUND, middle)):
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+async def check_partitions(connection: AbstractRobustConnection, topology: Topology) -> None:
+    """Refuse to run with another partition count than the queues have: messages would be routed to
+    partitions that no one else consumes, and one conversation's messages could land in two queues."""
+    found = await partitions_found(connection, topology)
+    if found and found != topology.partitions:
+        raise TopologyConflict(
+            f"GATEWAY_PARTITIONS is {topology.partitions} but the broker's queues "
+            f"{topology.prefix}.inbound.* have {found} partitions; every role must use the same value "
+            f"(to change it, see `gateway partitions` in docs/operations.md)"
+        )
 
 
 class BrokerConnection:
@@ -37,28 +80,31 @@ class BrokerConnection:
 
     async def open(
         self,
-        url: str,
+        nodes: Sequence[str],
         topology: Topology,
         *,
         connect_timeout: float,
         reconnect_interval: float,
         on_reconnect: Callable[..., None],
     ) -> None:
-        """Connect and declare ``topology`` (idempotent: nothing to do once open)."""
+        """Connect to the first of ``nodes`` that answers and declare ``topology`` (idempotent: nothing to
+        do once open)."""
         if self.robust is not None:
             return
         try:
             connection = await asyncio.wait_for(
-                aio_pika.connect_robust(
-                    url,
+                connect_cluster(
+                    nodes,
+                    timeout=connect_timeout,
                     reconnect_interval=reconnect_interval,
                     client_properties={"connection_name": f"gateway-bus/{topology.prefix}"},
                 ),
-                connect_timeout,
+                connect_timeout * len(nodes),
             )
         except (*CHANNEL_ERRORS, aio_pika.exceptions.AMQPException) as exc:
             raise BusUnavailable(f"cannot connect to RabbitMQ: {exc!r}") from exc
         try:
+            await check_partitions(connection, topology)
             await declare(connection, topology)
             self.publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self.admin_channel = await connection.channel(publisher_confirms=False)
@@ -73,6 +119,23 @@ class BrokerConnection:
             raise
         connection.reconnect_callbacks.add(on_reconnect)
         self.robust = connection
+
+    async def renew_publish_channel(self, grace: float) -> None:
+        """Replace the confirming channel with a new one.
+
+        Seen on RabbitMQ 3.10 with quorum queues: a channel opened just after the node holding a queue's
+        leader died refused every publish to that queue for as long as it lived, while a channel opened
+        later worked. So a refused publish makes the next ones go out on a fresh channel. The old one is
+        closed after ``grace`` seconds, when the batches still waiting on it have their outcome.
+        """
+        connection = self.robust
+        if connection is None or connection.is_closed or not connection.connected.is_set():
+            return  # reconnecting: aio-pika restores the channel itself
+        fresh = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        old, self.publish_channel = self.publish_channel, fresh
+        if old is not None:
+            await asyncio.sleep(grace)
+            await close_channel(old)
 
     async def close(self) -> None:
         connection, self.robust = self.robust, None

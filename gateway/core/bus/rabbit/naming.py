@@ -8,13 +8,17 @@ queue names as its ``x-dead-letter-exchange`` so the broker's own dead letters (
 land there too; ``{prefix}.members.{topic}``, an always-empty queue every subscriber of an ordered topic
 consumes, so that the subscribers can be counted.
 
-Direct destinations: ``{prefix}.{topic}.to.{instance}``. The queue is a durable classic queue with
+Direct destinations: ``{prefix}.{topic}.to.{instance}``. The queue is a durable queue with
 ``x-expires`` rather than an exclusive one: an exclusive queue dies with its connection, so replies
 published during a connection blip would be lost and a process restarted under the same instance id could
 not pick up what waited for it; ``x-expires`` still deletes the queue of an instance that is gone for good
-(after ``direct_expiry`` unused, 5 minutes by default), so dead instances leave nothing behind. Classic
-because it has one consumer and a short life, so replicating it would buy little;
+(after ``direct_expiry`` unused, 5 minutes by default), so dead instances leave nothing behind.
 ``x-single-active-consumer`` keeps per-key order even if two processes were by mistake given one instance id.
+
+Every queue has the type of ``GATEWAY_QUEUE_TYPE``, the direct and members queues included: on a cluster a
+durable classic queue lives on one node, and while that node is down it can be neither consumed nor
+declared again — and aio-pika's recovery, which declares again what a channel had declared, would fail on
+it over and over. A quorum queue is replicated, so it stays usable with a majority of the nodes.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class Topology:
 
     def direct_arguments(self) -> dict[str, Any]:
         return {
-            "x-queue-type": "classic",
+            "x-queue-type": self.queue_type,
             "x-expires": max(1, round(self.direct_expiry * 1000)),
             "x-single-active-consumer": True,
         }
@@ -62,7 +66,7 @@ class Topology:
         return f"{self.prefix}.dead"
 
     def members_queue(self, topic: Topic) -> str:
-        """An always-empty classic queue each subscriber of ``topic`` consumes, to be counted."""
+        """An always-empty queue each subscriber of ``topic`` consumes, to be counted."""
         return f"{self.prefix}.members.{topic}"
 
     def all_queues(self) -> list[str]:
@@ -84,6 +88,5 @@ class Topology:
     def dead_arguments(self) -> dict[str, Any]:
         return {"x-queue-type": self.queue_type}
 
-    @staticmethod
-    def members_arguments() -> dict[str, Any]:
-        return {"x-queue-type": "classic"}
+    def members_arguments(self) -> dict[str, Any]:
+        return {"x-queue-type": self.queue_type}

@@ -40,6 +40,8 @@ class Publisher:
         self._pending: list[_PendingPublish] = []  # publishes waiting for the next batch
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()  # batches sent and waiting for their confirms
+        self._renewal: asyncio.Task[None] | None = None
+        self.renewals = 0  # publish channels replaced after a refusal
 
     async def send(
         self,
@@ -77,6 +79,17 @@ class Publisher:
     async def drain(self) -> None:
         """Wait for the batches already sent (whatever their outcome)."""
         await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self._renewal is not None:  # the connection closes anyway: no need to wait out the grace
+            self._renewal.cancel()
+            await asyncio.gather(self._renewal, return_exceptions=True)
+
+    def _renew_channel(self) -> None:
+        """After a refusal, the next batches go out on a fresh channel (one renewal at a time)."""
+        if self._renewal is None or self._renewal.done():
+            self.renewals += 1
+            renewal = self._broker.renew_publish_channel(self.timeout)
+            self._renewal = asyncio.get_running_loop().create_task(renewal)
+            self._renewal.add_done_callback(retrieve)
 
     def _schedule_flush(self) -> None:
         if self._pending and not self._flush_scheduled and len(self._flushes) < self.window:
@@ -122,6 +135,8 @@ class Publisher:
                 error = BusUnavailable(f"RabbitMQ did not confirm the messages: {refused[0]!r}")
                 error.__cause__ = refused[0]
                 call.result.set_exception(error)
+            if len(returned) < len(failures):  # nacked or failed, not merely unroutable
+                self._renew_channel()
             else:
                 call.result.set_result(len(returned))
 
@@ -156,6 +171,7 @@ class Publisher:
         except BusUnavailable:
             raise
         except Exception as exc:
+            self._renew_channel()
             raise BusUnavailable(f"RabbitMQ did not confirm the messages: {exc!r}") from exc
         finally:
             for task in tasks:
