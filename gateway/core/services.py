@@ -55,4 +55,4 @@ def build_schedule(settings: Settings, clock: Callable[[], float] | None = None)
         return MemorySchedule() if clock is None else MemorySchedule(clock=clock)
     from gateway.core.schedule.redis import RedisSchedule
 
-    return RedisSchedule(settings.redis_url, prefix=settings.redis_prefix)
+    return RedisSchedule(settings.redis_url, prefix=settings.redis_prefix, cluster=settings.redis_cluster)

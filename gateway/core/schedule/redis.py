@@ -17,11 +17,13 @@ from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import unquote
 
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.typing import EncodableT
 
 from gateway.core.redis.client import make_client
-from gateway.core.redis.pipeline import AutoPipeline
+from gateway.core.redis.cluster import ClusterPipeline
+from gateway.core.redis.pipeline import AutoPipeline, CommandPipeline
 from gateway.core.redis.scripts import LuaScript
 from gateway.core.schedule.base import DueTimers, Schedule, Scheduled
 from gateway.core.schedule.buckets import BUCKET_SIZE, CHANGE, COUNT, DUE
@@ -77,16 +79,34 @@ def decode_member(member: bytes | str) -> tuple[ConversationKey, str]:
 
 class RedisSchedule(Schedule):
     """``RedisSchedule(url)`` owns its client and closes it; ``RedisSchedule(client)`` leaves it to the
-    caller (a client built like :func:`~gateway.core.redis.client.make_client`)."""
+    caller (a client built like :func:`~gateway.core.redis.client.make_client`); ``cluster=True``: the URL
+    names one node of a Redis Cluster, and each call goes to the master of its partition's slot."""
 
-    def __init__(self, redis: str | Redis, *, prefix: str = "gw", max_connections: int = 4, **options: Any):
+    def __init__(
+        self,
+        redis: str | Redis,
+        *,
+        prefix: str = "gw",
+        max_connections: int = 4,
+        cluster: bool = False,
+        **options: Any,
+    ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"a Redis key prefix cannot hold a brace (it breaks the hash tag): {prefix!r}")
+        self._pipeline: CommandPipeline
+        self._client: Redis | None = None
         if isinstance(redis, str):
             options.setdefault("client_name", "gateway-schedule")
-            self._client = make_client(redis, max_connections=max_connections, **options)
+            if cluster:
+                self._pipeline = ClusterPipeline(
+                    redis, max_batch=32, max_connections=max_connections, **options
+                )
+            else:
+                self._client = make_client(redis, max_connections=max_connections, **options)
             self._owns_client = True
         else:
+            if cluster:
+                raise ValueError("a Redis Cluster schedule is built from a URL, not from a client")
             self._client = redis
             self._owns_client = False
         self.keys = KeyBuilder(prefix)
@@ -95,10 +115,14 @@ class RedisSchedule(Schedule):
         self._due = LuaScript.of(DUE)
         self._count = LuaScript.of(COUNT)
         self._hold = LuaScript.of(_HOLD)
-        self._pipeline = AutoPipeline(self._client.connection_pool, max_batch=32)
+        if self._client is not None:
+            self._pipeline = AutoPipeline(self._client.connection_pool, max_batch=32)
 
     @property
     def client(self) -> Redis:
+        """The redis-py client of a single-node schedule (tests look at its keys with it)."""
+        if self._client is None:
+            raise RuntimeError("a Redis Cluster schedule has a client per node, not one")
         return self._client
 
     async def change(
@@ -138,12 +162,14 @@ class RedisSchedule(Schedule):
         return frozenset(int(p) for p in held)
 
     async def ping(self) -> bool:
+        if isinstance(self._pipeline, ClusterPipeline):
+            return await self._pipeline.ping()
         try:
-            return bool(await self._pipeline.execute("PING"))
-        except Exception:
+            return bool(await self.client.ping())
+        except (redis_errors.RedisError, OSError):
             return False
 
     async def close(self) -> None:
         await self._pipeline.aclose()
-        if self._owns_client:
+        if self._owns_client and self._client is not None:
             await self._client.aclose()

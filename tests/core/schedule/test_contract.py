@@ -17,6 +17,7 @@ from gateway.core.schedule.base import DueTimers, Schedule, Scheduled
 from gateway.core.schedule.memory import MemorySchedule
 from gateway.core.schedule.redis import RedisSchedule, decode_member, encode_member
 from gateway.core.schema import ConversationKey
+from tests.support.clusters import RedisCluster
 
 ANN = ConversationKey("telegram", "42", "42")
 BOB = ConversationKey("slack", "C1", "U2")
@@ -43,13 +44,16 @@ class Harness:
             self.clock.now += self.lease_ttl
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", pytest.param("redis-cluster", marks=pytest.mark.cluster)])
 async def harness(
     request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
 ) -> AsyncIterator[Harness]:
     if request.param == "memory":
         clock = FakeClock()
         h = Harness(MemorySchedule(clock=clock), clock, lease_ttl=30.0)
+    elif request.param == "redis-cluster":  # the same contract on a 6-node Redis Cluster of its own
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        h = Harness(RedisSchedule(cluster.url, prefix=redis_prefix, cluster=True), None, lease_ttl=0.2)
     else:
         h = Harness(RedisSchedule(redis_url, prefix=redis_prefix), None, lease_ttl=0.2)
     try:
