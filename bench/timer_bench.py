@@ -178,7 +178,7 @@ class Workers:
         self.amqp_url, self.redis_url, self.count, self.prefix = amqp_url, redis_url, count, prefix
         self.bus = RabbitBus(amqp_url, prefix=prefix, partitions=PARTITIONS)
         self.sent: dict[str, float] = {}
-        self.ordinary: list[tuple[float, float]] = []  # (sent, latency)
+        self.ordinary: list[tuple[str, float, float]] = []  # (id, sent, latency)
         self.fired: dict[str, tuple[float, float]] = {}  # firing id → (turn time, arrival time)
         self.waiting: tuple[int, asyncio.Event] | None = None
         self.fired_target: tuple[int, asyncio.Event] | None = None
@@ -195,7 +195,7 @@ class Workers:
                 self.fired_target[1].set()
         elif reply.in_reply_to in self.sent:
             sent = self.sent.pop(reply.in_reply_to)
-            self.ordinary.append((sent, arrived - sent))
+            self.ordinary.append((reply.in_reply_to, sent, arrived - sent))
             if not self.sent:
                 self._quiet.set()
         if self.waiting is not None and len(self.ordinary) + len(self.fired) >= self.waiting[0]:
@@ -238,11 +238,15 @@ class Workers:
             self._quiet.clear()
             await self._quiet.wait()
 
-    def messages(self, count: int) -> list[Inbound]:
+    def messages(self, count: int, users: int = 500) -> list[Inbound]:
         self.batch += 1
         return [
             Inbound(
-                id=f"m{self.batch}-{n}", channel="bench", chat=f"u{n % 500}", user=f"u{n % 500}", text="hi"
+                id=f"m{self.batch}-{n}",
+                channel="bench",
+                chat=f"u{n % users}",
+                user=f"u{n % users}",
+                text="hi",
             )
             for n in range(count)
         ]
@@ -268,13 +272,18 @@ class Workers:
         self.waiting = None
         return count / (time.perf_counter() - started)
 
-    async def paced(self, rate: float, seconds: float) -> None:
-        """Open loop: ``rate`` messages per second for ``seconds``, whatever the replies do."""
-        messages = self.messages(int(rate * seconds))
+    async def paced(self, rate: float, seconds: float, users: int = 500) -> float:
+        """Open loop: ``rate`` messages per second for ``seconds``, whatever the replies and the broker's
+        confirms do (each publish goes out on its own, the bus batches those that meet); returns how long
+        the publishing took."""
+        messages = self.messages(int(rate * seconds), users)
         started = time.perf_counter()
+        sending: list[asyncio.Task[None]] = []
         for n, message in enumerate(messages):
             await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
-            await self.publish([message])
+            sending.append(asyncio.create_task(self.publish([message])))
+        await asyncio.gather(*sending)
+        return time.perf_counter() - started
 
 
 async def plant(redis_url: str, count: int, due_ms: Callable[[int], int]) -> dict[str, int]:
@@ -331,9 +340,25 @@ async def burst(workers: Workers, redis_url: str, count: int, rate: float) -> No
         f"{spread(turn)}; early: {sum(t < 0 for t in turn)}   (goal: all within 1 s: {goal})"
     )
     print(f"   its reply here minus the due time: {spread(arrival)}")
-    before = [lat for sent, lat in workers.ordinary if sent < start - 0.5]
-    during = [lat for sent, lat in workers.ordinary if start - 0.5 <= sent < start + 1.5]
+    before = [lat for _, sent, lat in workers.ordinary if sent < start - 0.5]
+    during = [lat for _, sent, lat in workers.ordinary if start - 0.5 <= sent < start + 1.5]
     print(f"   ordinary traffic latency before the burst {spread(before)}; during it {spread(during)}")
+
+    # The same-run baseline: as many ordinary messages as timers, in as many conversations, published
+    # within one second over the same traffic: what the workers make of that load without timers.
+    workers.ordinary.clear()
+    start = math.ceil(time.time()) + 2
+    traffic = asyncio.create_task(workers.paced(rate, start + 4 - time.time()))
+    await asyncio.sleep(start - time.time())  # the clock, not an event
+    first_batch = workers.batch + 1
+    took = await workers.paced(count, 1.0, users=count)
+    await traffic
+    await asyncio.wait_for(workers.quiet(), 60)
+    burst = [lat for id_, _, lat in workers.ordinary if id_.startswith(f"m{first_batch}-")]
+    print(
+        f"   baseline: {count:,} ordinary messages published within {took:.2f} s instead, their latency "
+        f"{spread(burst)}"
+    )
 
 
 def spread(seconds: list[float]) -> str:
