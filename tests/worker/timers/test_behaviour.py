@@ -104,10 +104,12 @@ async def test_a_timeout_fires_when_the_step_waited_that_long(rig: TimerRig) -> 
 async def test_a_reply_before_the_timeout_cancels_it(rig: TimerRig) -> None:
     await rig.say("signup")
     await rig.wait(300)
+    assert rig.metrics.timers_pending._value.get() == 1, "the poller counts what it watches"
     assert await rig.say("ada@example.com") == ["Saved."]
     assert await rig.wait(3600) == []
     assert [t.kind for t in (await rig.pending()).timers] == ["follow_up"], "only the follow-up is left"
     assert rig.metrics.timers_cancelled.labels("reply")._value.get() == 1
+    assert rig.metrics.timers_pending._value.get() == 1
 
 
 async def test_a_retry_waits_afresh_from_the_users_last_message(rig: TimerRig) -> None:
