@@ -13,83 +13,31 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.core.schema import ConversationKey
 from gateway.core.store.redis import RedisStore
 from tests.support.deployment import TelegramUser, address_of, sent_texts, wait_until_drained
 from tests.support.fakes import FakeTelegram
 from tests.support.faults import PrivateRedis, TcpProxy
 from tests.support.processes import Start
-from worker.timers.pending import KIND, PendingTimers, firing_id, timer_id
+from tests.support.timers import assert_nudged_once_never_early, chat_key, nudge_stories, pending_due_times
+from worker.timers.pending import firing_id, timer_id
 
 AFTER = 3.0
-STORIES = f"""\
-bot:
-  fallback: fallback
-stories:
-  ask:
-    triggers: [ask]
-    steps:
-      - id: question
-        actions:
-          - message: Your email?
-        expect: email
-        next: thanks
-        timeout: {{after: {AFTER:g}s, goto: nudge}}
-      - id: nudge
-        actions:
-          - message: Still there?
-        expect: email
-        next: thanks
-      - id: thanks
-        actions:
-          - message: Thanks.
-  fallback:
-    steps:
-      - id: sorry
-        actions:
-          - message: Say ask.
-"""
-ASKED = ["Your email?", "Still there?"]
 
 
 @pytest.fixture
 def timer_env(tmp_path: Path) -> dict[str, str]:
     folder = tmp_path / "timer-stories"
     folder.mkdir()
-    (folder / "main.yml").write_text(STORIES)
+    (folder / "main.yml").write_text(nudge_stories(AFTER))
     return {"GATEWAY_STORIES": str(folder)}
 
 
-def key(chat: int) -> ConversationKey:
-    return ConversationKey("telegram", str(chat), str(chat))
-
-
 async def due_times(redis_url: str, prefix: str, chats: list[int]) -> dict[int, float]:
-    """When each chat's pending timeout is due, as committed in Redis (seconds since the epoch)."""
     store = RedisStore(redis_url, prefix=prefix)
     try:
-        found = {}
-        for chat in chats:
-            snapshot = await store.load(key(chat), "-", (KIND,))
-            (timer,) = PendingTimers.decode(snapshot.records.get(KIND), key(chat)).timers
-            found[chat] = timer.due_ms / 1000
-        return found
+        return await pending_due_times(store, chats)
     finally:
         await store.close()
-
-
-def nudged_at(telegram: FakeTelegram, chat: int) -> list[float]:
-    calls = telegram.calls_to("sendMessage", ok=True)
-    return [
-        c.at for c in calls if c.params.get("chat_id") in (chat, str(chat)) and c.params["text"] == ASKED[1]
-    ]
-
-
-def assert_once_never_early(telegram: FakeTelegram, due: dict[int, float]) -> None:
-    for chat, at in due.items():
-        assert sent_texts(telegram, chat) == ASKED, chat
-        (arrived,) = nudged_at(telegram, chat)
-        assert arrived >= at, f"chat {chat}: nudged {at - arrived:.3f} s early"
 
 
 async def ask(address: str, chats: list[int], first_update: int) -> None:
@@ -112,7 +60,7 @@ async def test_a_worker_killed_with_timers_due_leaves_each_to_fire_once(
     the first held, the leases of the idle partitions run out) and every timer fires once."""
     chats = [4101, 4102, 4103, 4104]
     first = 9000
-    frozen = firing_id(key(chats[0]), timer_id(f"telegram:update:{first + 1}", 0))
+    frozen = firing_id(chat_key(chats[0]), timer_id(f"telegram:update:{first + 1}", 0))
     serve = await start_role("serve", **timer_env)
     doomed = await start_role("worker", GATEWAY_TEST_FREEZE_AT=f"after_commit@{frozen}", **timer_env)
     await ask(await address_of(serve), chats, first)
@@ -126,7 +74,7 @@ async def test_a_worker_killed_with_timers_due_leaves_each_to_fire_once(
     await telegram.wait_for_calls(2 * len(chats), method="sendMessage", ok=True, timeout=30)
     await wait_until_drained(rabbit_vhost, queue_prefix)
 
-    assert_once_never_early(telegram, due)
+    assert_nudged_once_never_early(telegram, due)
     assert f"message {frozen} was committed before; re-publishing its 1 outputs" in survivor.output()
     assert len(sent_texts(telegram)) == 2 * len(chats)
 
@@ -163,7 +111,7 @@ async def test_timers_due_while_the_broker_is_away_fire_once_when_it_is_back(
     await amqp_proxy.restore()
     await telegram.wait_for_calls(2 * len(chats), method="sendMessage", ok=True, timeout=40)
 
-    assert_once_never_early(telegram, due)
+    assert_nudged_once_never_early(telegram, due)
     assert len(sent_texts(telegram)) == 2 * len(chats)
 
 
@@ -188,7 +136,7 @@ async def test_timers_pending_across_a_redis_restart_fire_once(
         await redis.start()
         await telegram.wait_for_calls(2 * len(chats), method="sendMessage", ok=True, timeout=40)
 
-        assert_once_never_early(telegram, due)
+        assert_nudged_once_never_early(telegram, due)
         assert len(sent_texts(telegram)) == 2 * len(chats)
         assert worker.process is not None and worker.process.returncode is None
     finally:

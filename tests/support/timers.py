@@ -1,13 +1,14 @@
-"""Timers in one process on simulated time: the real story worker, timer poller and deliverer on the
-embedded bus, the in-memory store and schedule, a channel that records, and a clock the test moves
-(never a sleep)."""
+"""Timers in tests. In one process on simulated time (:class:`TimerRig`): the real story worker, timer
+poller and deliverer on the embedded bus, the in-memory store and schedule, a channel that records, and a
+clock the test moves (never a sleep). Across processes (e2e, clusters): stories whose question nudges
+after a timeout, and checks that each nudge reached the fake Telegram once, never before its due time."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from channels.delivery import Deliverer
@@ -19,8 +20,10 @@ from gateway.core.metrics import Metrics
 from gateway.core.schedule.base import DueTimers, Schedule, Scheduled
 from gateway.core.schedule.memory import MemorySchedule
 from gateway.core.schema import ConversationKey, Inbound, Reply
+from gateway.core.store.base import Store
 from gateway.core.store.memory import MemoryStore
 from tests.support.engine import write
+from tests.support.fakes import FakeTelegram
 from worker.engine import Engine, load_stories
 from worker.service import StoryWorker
 from worker.timers.pending import KIND, PendingTimers
@@ -184,3 +187,65 @@ async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+# -- across processes -------------------------------------------------------------------------------
+
+ASKED = ["Your email?", "Still there?"]
+
+
+def nudge_stories(after: float) -> str:
+    """ "ask" asks for an email and nudges once after ``after`` seconds with no answer."""
+    return f"""\
+bot:
+  fallback: fallback
+stories:
+  ask:
+    triggers: [ask]
+    steps:
+      - id: question
+        actions:
+          - message: {ASKED[0]}
+        expect: email
+        next: thanks
+        timeout: {{after: {after:g}s, goto: nudge}}
+      - id: nudge
+        actions:
+          - message: {ASKED[1]}
+        expect: email
+        next: thanks
+      - id: thanks
+        actions:
+          - message: Thanks.
+  fallback:
+    steps:
+      - id: sorry
+        actions:
+          - message: Say ask.
+"""
+
+
+def chat_key(chat: int) -> ConversationKey:
+    """A Telegram private chat's conversation."""
+    return ConversationKey("telegram", str(chat), str(chat))
+
+
+async def pending_due_times(store: Store, chats: Sequence[int]) -> dict[int, float]:
+    """When each chat's one pending timer is due, as committed (seconds since the epoch)."""
+    found = {}
+    for chat in chats:
+        snapshot = await store.load(chat_key(chat), "-", (KIND,))
+        (timer,) = PendingTimers.decode(snapshot.records.get(KIND), chat_key(chat)).timers
+        found[chat] = timer.due_ms / 1000
+    return found
+
+
+def assert_nudged_once_never_early(telegram: FakeTelegram, due: Mapping[int, float]) -> None:
+    """Each chat got the question and one nudge, which arrived no sooner than its due time."""
+    for chat, at in due.items():
+        calls = [
+            c for c in telegram.calls_to("sendMessage", ok=True) if str(c.params.get("chat_id")) == str(chat)
+        ]
+        assert [c.params.get("text") for c in calls] == ASKED, chat
+        arrived = calls[1].at
+        assert arrived >= at, f"chat {chat}: nudged {at - arrived:.3f} s early"
