@@ -24,6 +24,7 @@ index's node, in its slot.
 from __future__ import annotations
 
 BUCKET_SIZE = 64  # below Redis's zset-max-listpack-entries (128 by default)
+GRACE_MS = 86_400_000  # how long a schedule key outlives the due time of its last entry
 
 # ARGV[1]: the bucket key prefix (``<prefix>:{timers:P}:b:``). Helpers shared by the scripts.
 _COMMON = """
@@ -40,11 +41,21 @@ local function owner(due)
 end
 """
 
-# ARGV: prefix, bucket size, #entries to add, then (due, member) to add, then (due, member) to remove.
+# ARGV: prefix, bucket size, grace ms, #entries to add, then (due, member) to add, then (due, member) to
+# remove.
 CHANGE = (
     _COMMON
     + """
-local size, made = tonumber(ARGV[2]), 0
+local size, grace, made = tonumber(ARGV[2]), tonumber(ARGV[3]), 0
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local function keep_until(key, due)  -- a key outlives its last entry's due time (or now) by the grace
+  local at = math.max(tonumber(due), now) + grace
+  local expires = redis.call('PEXPIRETIME', key)
+  if expires == -1 or expires < at then
+    redis.call('PEXPIREAT', key, at)
+  end
+end
 local function new_id()
   local clock = redis.call('TIME')
   made = made + 1
@@ -94,6 +105,7 @@ local function split(id, member)
   end
   local upper = new_id()
   zadd_all(bucket(upper), moved)
+  keep_until(bucket(upper), score(n - 1))
   redis.call('ZREMRANGEBYRANK', key, at, -1)
   redis.call('ZADD', index, score(at), upper)
 end
@@ -106,6 +118,8 @@ local function add(due, member)
     redis.call('ZADD', index, due, id)  -- below the first bucket: it reaches down
   end
   if redis.call('ZADD', bucket(id), due, member) == 1 then
+    keep_until(bucket(id), due)
+    keep_until(index, due)
     split(id, member)
   end
 end
@@ -115,11 +129,11 @@ local function remove(due, member)
     redis.call('ZREM', index, id)
   end
 end
-local adds = tonumber(ARGV[3])
-for i = 4, 3 + 2 * adds, 2 do
+local adds = tonumber(ARGV[4])
+for i = 5, 4 + 2 * adds, 2 do
   add(ARGV[i], ARGV[i + 1])
 end
-for i = 4 + 2 * adds, #ARGV, 2 do
+for i = 5 + 2 * adds, #ARGV, 2 do
   remove(ARGV[i], ARGV[i + 1])
 end
 return 1
@@ -133,15 +147,18 @@ DUE = (
     + """
 local now, limit = ARGV[2], tonumber(ARGV[3])
 local found = {}
-for offset = 0, math.huge, 16 do
-  local ids = redis.call('ZRANGE', index, offset, offset + 15)
-  if #ids == 0 then
+local rank = 0
+while true do
+  local id = redis.call('ZRANGE', index, rank, rank)[1]
+  if not id then
     return {found, false}
   end
-  for _, id in ipairs(ids) do
+  if redis.call('EXISTS', bucket(id)) == 0 then
+    redis.call('ZREM', index, id)  -- it expired (no poller for that long): forget it; the next takes its rank
+  else
     local want = limit - #found / 2
     if want <= 0 then
-      return {found, redis.call('ZRANGE', bucket(id), 0, 0, 'WITHSCORES')[2] or false}
+      return {found, redis.call('ZRANGE', bucket(id), 0, 0, 'WITHSCORES')[2]}
     end
     local got = redis.call('ZRANGEBYSCORE', bucket(id), '-inf', now, 'WITHSCORES', 'LIMIT', 0, want)
     for i = 1, #got do
@@ -151,6 +168,7 @@ for offset = 0, math.huge, 16 do
     if rest[2] then
       return {found, rest[2]}
     end
+    rank = rank + 1
   end
 end
 """

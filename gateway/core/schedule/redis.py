@@ -26,7 +26,7 @@ from gateway.core.redis.cluster import ClusterPipeline
 from gateway.core.redis.pipeline import AutoPipeline, CommandPipeline
 from gateway.core.redis.scripts import LuaScript
 from gateway.core.schedule.base import DueTimers, Schedule, Scheduled
-from gateway.core.schedule.buckets import BUCKET_SIZE, CHANGE, COUNT, DUE
+from gateway.core.schedule.buckets import BUCKET_SIZE, CHANGE, COUNT, DUE, GRACE_MS
 from gateway.core.schema import ConversationKey
 from gateway.core.store.keys import KeyBuilder, escape
 
@@ -130,7 +130,8 @@ class RedisSchedule(Schedule):
     ) -> None:
         if not add and not remove:
             return
-        args: list[EncodableT] = [self.keys.schedule_bucket(partition, ""), self.bucket_size, len(add)]
+        prefix = self.keys.schedule_bucket(partition, "")
+        args: list[EncodableT] = [prefix, self.bucket_size, GRACE_MS, len(add)]
         for entry in (*add, *remove):
             args += (entry.due_ms, encode_member(entry.conversation, entry.timer))
         await self._pipeline.run(self._change, (self.keys.schedule(partition),), args)

@@ -5,13 +5,14 @@ in-memory schedule on random operations."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from gateway.core.schedule.base import Scheduled
-from gateway.core.schedule.buckets import BUCKET_SIZE
+from gateway.core.schedule.buckets import BUCKET_SIZE, GRACE_MS
 from gateway.core.schedule.memory import MemorySchedule
 from gateway.core.schedule.redis import RedisSchedule
 from gateway.core.schema import ConversationKey
@@ -101,3 +102,32 @@ async def test_random_changes_agree_with_the_memory_schedule(schedule: RedisSche
         limit = rng.randrange(1, 80)
         assert await schedule.due(2, now, limit) == await model.due(2, now, limit), step
     assert await schedule.count(2) == await model.count(2) == len(live)
+
+
+async def test_every_key_expires_a_day_after_its_last_timer_is_due(schedule: RedisSchedule) -> None:
+    """A backstop: a schedule that no poller reads any more does not stay forever."""
+    soon = int(time.time() * 1000) + 60_000
+    entries = [entry(n, soon - T0 + n * 1000) for n in range(200)]
+    await schedule.change(0, add=entries)
+    client: aioredis.Redis = schedule.client
+    keys = [key async for key in client.scan_iter(match=f"{schedule.keys.prefix}:*")]
+    assert len(keys) > 3
+    for key in keys:
+        expires = await client.pexpiretime(key)
+        if key.decode() == schedule.keys.schedule(0):
+            last = max(e.due_ms for e in entries)
+        else:
+            last = int(max(score for _, score in await client.zrange(key, 0, -1, withscores=True)))
+        assert last + GRACE_MS <= expires <= last + GRACE_MS + 5000, key
+
+
+async def test_a_bucket_that_expired_is_forgotten_and_the_rest_still_fire(schedule: RedisSchedule) -> None:
+    entries = [entry(n, n * 10) for n in range(300)]
+    await schedule.change(0, add=entries)
+    found = await buckets(schedule, 0)
+    first = min(found, key=lambda id_: found[id_][0])
+    gone = found[first][1]
+    await schedule.client.delete(schedule.keys.schedule_bucket(0, first))  # as if it had expired
+    due = await schedule.due(0, T0 + 10_000, 1000)
+    assert due.timers == tuple(entries[gone:])
+    assert first not in await buckets(schedule, 0)
