@@ -1,6 +1,6 @@
 """The Lua of the Redis schedule: each partition's entries in small sorted sets ("buckets") of at most
 :data:`BUCKET_SIZE` entries, found through an index, so that Redis keeps each bucket in its compact
-listpack encoding (about 40 bytes an entry, where one big sorted set costs about 125).
+listpack encoding (about 45 bytes an entry, bucket included, where one big sorted set costs about 125).
 
 Layout, per partition P (every key carries the hash tag ``{timers:P}``, so one script stays in one slot):
 
@@ -23,7 +23,7 @@ index's node, in its slot.
 
 from __future__ import annotations
 
-BUCKET_SIZE = 64  # below Redis's zset-max-listpack-entries (128 by default)
+BUCKET_SIZE = 120  # below Redis's zset-max-listpack-entries (128 by default)
 GRACE_MS = 86_400_000  # how long a schedule key outlives the due time of its last entry
 
 # ARGV[1]: the bucket key prefix (``<prefix>:{timers:P}:b:``). Helpers shared by the scripts.

@@ -62,7 +62,7 @@ class KeyBuilder:
         return f"{self.prefix}:{{timers:{partition}}}:due"
 
     def schedule_bucket(self, partition: int, bucket: str) -> str:
-        """One bucket of a partition's schedule: up to 64 timers, by due time."""
+        """One bucket of a partition's schedule: up to 120 timers, by due time."""
         return f"{self.prefix}:{{timers:{partition}}}:b:{bucket}"
 
     def timer_pollers(self) -> str:

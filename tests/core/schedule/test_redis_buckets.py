@@ -107,7 +107,7 @@ async def test_random_changes_agree_with_the_memory_schedule(schedule: RedisSche
 async def test_every_key_expires_a_day_after_its_last_timer_is_due(schedule: RedisSchedule) -> None:
     """A backstop: a schedule that no poller reads any more does not stay forever."""
     soon = int(time.time() * 1000) + 60_000
-    entries = [entry(n, soon - T0 + n * 1000) for n in range(200)]
+    entries = [entry(n, soon - T0 + n * 1000) for n in range(500)]
     await schedule.change(0, add=entries)
     client: aioredis.Redis = schedule.client
     keys = [key async for key in client.scan_iter(match=f"{schedule.keys.prefix}:*")]
