@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import percentile, rabbit_vhost  # noqa: E402
+from bench.common import cpu_seconds, percentile, rabbit_vhost  # noqa: E402
 from bench.worker_bench import NoBus  # noqa: E402
 from gateway.core.bus.base import Delivery, Envelope, Topic, partition_of  # noqa: E402
 from gateway.core.bus.rabbit import RabbitBus  # noqa: E402
@@ -183,6 +183,7 @@ class Workers:
         self.waiting: tuple[int, asyncio.Event] | None = None
         self.fired_target: tuple[int, asyncio.Event] | None = None
         self._quiet = asyncio.Event()
+        self.per_batch: dict[int, int] = {}  # replies received per batch of messages
         self.processes: list[subprocess.Popen[bytes]] = []
         self.batch = 0
 
@@ -196,8 +197,9 @@ class Workers:
         elif reply.in_reply_to in self.sent:
             sent = self.sent.pop(reply.in_reply_to)
             self.ordinary.append((reply.in_reply_to, sent, arrived - sent))
-            if not self.sent:
-                self._quiet.set()
+            batch = int(reply.in_reply_to[1:].split("-", 1)[0])
+            self.per_batch[batch] = self.per_batch.get(batch, 0) + 1
+            self._quiet.set()
         if self.waiting is not None and len(self.ordinary) + len(self.fired) >= self.waiting[0]:
             self.waiting[1].set()
 
@@ -231,6 +233,16 @@ class Workers:
             process.wait(15)
         await self.subscription.stop()
         await self.bus.close()
+
+    def cpu(self) -> float:
+        """CPU seconds the worker processes have used so far."""
+        return sum(cpu_seconds(process.pid) for process in self.processes)
+
+    async def replied(self, batch: int, count: int) -> None:
+        """Until ``count`` ordinary messages of ``batch`` (see :meth:`messages`) have their replies."""
+        while self.per_batch.get(batch, 0) < count:
+            self._quiet.clear()
+            await self._quiet.wait()
 
     async def quiet(self) -> None:
         """Until every ordinary message published has its reply."""
@@ -326,10 +338,13 @@ async def burst(workers: Workers, redis_url: str, count: int, rate: float) -> No
     all_fired = asyncio.Event()
     workers.fired_target = (count, all_fired)
     traffic = asyncio.create_task(workers.paced(rate, start + 5 - time.time()))
+    await asyncio.sleep(start - 0.2 - time.time())  # the clock, not an event
+    cpu, replies = workers.cpu(), len(workers.ordinary)
     try:
         await asyncio.wait_for(all_fired.wait(), start + 60 - time.time())
     except TimeoutError:
         raise SystemExit(f"only {len(workers.fired)} of {count} timers fired within a minute") from None
+    timer_cpu = (workers.cpu() - cpu) / (count + len(workers.ordinary) - replies)
     await traffic
     await asyncio.wait_for(workers.quiet(), 30)
     turn = [workers.fired[i][0] - due[i] / 1000 for i in due]
@@ -343,21 +358,27 @@ async def burst(workers: Workers, redis_url: str, count: int, rate: float) -> No
     before = [lat for _, sent, lat in workers.ordinary if sent < start - 0.5]
     during = [lat for _, sent, lat in workers.ordinary if start - 0.5 <= sent < start + 1.5]
     print(f"   ordinary traffic latency before the burst {spread(before)}; during it {spread(during)}")
+    print(
+        f"   the workers' CPU per message handled meanwhile (firings and traffic): {timer_cpu * 1000:.2f} ms"
+    )
 
     # The same-run baseline: as many ordinary messages as timers, in as many conversations, published
     # within one second over the same traffic: what the workers make of that load without timers.
     workers.ordinary.clear()
     start = math.ceil(time.time()) + 2
     traffic = asyncio.create_task(workers.paced(rate, start + 4 - time.time()))
-    await asyncio.sleep(start - time.time())  # the clock, not an event
+    await asyncio.sleep(start - 0.2 - time.time())  # the clock, not an event
+    cpu, replies = workers.cpu(), len(workers.ordinary)
     first_batch = workers.batch + 1
     took = await workers.paced(count, 1.0, users=count)
+    await workers.replied(first_batch, count)
+    message_cpu = (workers.cpu() - cpu) / (len(workers.ordinary) - replies)
     await traffic
     await asyncio.wait_for(workers.quiet(), 60)
     burst = [lat for id_, _, lat in workers.ordinary if id_.startswith(f"m{first_batch}-")]
     print(
         f"   baseline: {count:,} ordinary messages published within {took:.2f} s instead, their latency "
-        f"{spread(burst)}"
+        f"{spread(burst)}; CPU per message {message_cpu * 1000:.2f} ms"
     )
 
 
