@@ -28,6 +28,7 @@ from bench.common import delete_keys  # noqa: E402
 from gateway.core.bus.base import Bus, DeadLetter, Delivery, Envelope, Handler, Subscription, Topic  # noqa: E402
 from gateway.core.schema import Inbound  # noqa: E402
 from gateway.core.store.redis import RedisStore  # noqa: E402
+from gateway.core.store.users.redis import RedisUserIndex  # noqa: E402
 from worker.engine import Engine, load_stories  # noqa: E402
 from worker.service import StoryWorker  # noqa: E402
 
@@ -62,6 +63,11 @@ class NoBus(Bus):
     async def replay_dead_letters(self, topic: Topic, limit: int | None = None) -> int:
         return 0
 
+    async def remove_dead_letters(
+        self, topic: Topic, matches: Callable[[Envelope], bool]
+    ) -> list[DeadLetter]:
+        return []
+
 
 async def run_conversations(users: int, in_flight: int, turn: Callable[[int, int], Awaitable[None]]) -> float:
     """Each user sends its four messages in order; ``in_flight`` users are served at once."""
@@ -77,11 +83,13 @@ async def run_conversations(users: int, in_flight: int, turn: Callable[[int, int
     return users * len(TEXTS) / (time.perf_counter() - started)
 
 
-async def gateway_worker(url: str, users: int, in_flight: int) -> float:
+async def gateway_worker(url: str, users: int, in_flight: int, *, user_index: bool = False) -> float:
+    """``user_index``: the worker also tells the channel's user index who wrote, as the role does."""
     prefix = f"wb{uuid.uuid4().hex[:6]}"
     store = RedisStore.from_url(url, prefix=prefix, max_connections=in_flight)
     engine = Engine(load_stories(ROOT / "config" / "stories", ROOT / "config" / "emails"))
-    worker = StoryWorker(NoBus(), store, lambda: engine)
+    index = RedisUserIndex(store) if user_index else None
+    worker = StoryWorker(NoBus(), store, lambda: engine, users=index)
     run = uuid.uuid4().hex[:6]
 
     async def turn(u: int, n: int) -> None:
@@ -129,9 +137,13 @@ async def main() -> None:
     await gateway_worker(args.redis, 100, args.in_flight)  # warm up
     fsm = await aiogram_fsm(args.redis, args.users, args.in_flight)
     ours = await gateway_worker(args.redis, args.users, args.in_flight)
+    indexed = await gateway_worker(args.redis, args.users, args.in_flight, user_index=True)
     print(f"aiogram FSM on RedisStorage            {fsm:8.0f} messages/s")
     print(
         f"gateway worker stage on RedisStore     {ours:8.0f} messages/s   ({ours / fsm:.2f}x; goal 5,000/s)"
+    )
+    print(
+        f"  ... telling the user index who wrote {indexed:8.0f} messages/s   ({indexed / ours:.2f}x of that)"
     )
 
 

@@ -19,6 +19,19 @@ class RateLimit:
     per_chat_interval: float | None = None  # minimum seconds between two messages to one chat
 
 
+# The channels' published limits, in one place: their deliverers respect them, broadcasts pace by them.
+# Bot API FAQ: about 30 messages per second overall, about one per second in one chat.
+TELEGRAM_LIMIT = RateLimit(per_second=30.0, per_chat_interval=1.0)
+# chat.postMessage: about one message per second per channel (bursts tolerated briefly).
+SLACK_LIMIT = RateLimit(per_chat_interval=1.0)
+# A long code sends about one segment per second; Twilio queues the rest, so going faster only queues.
+SMS_LIMIT = RateLimit(per_second=1.0, per_chat_interval=1.0)
+
+# Broadcast starts a second per channel: the channel's overall limit (each start sends at least one
+# message); Slack publishes none across channels, so a conservative 20; the web chat has no limit.
+BROADCAST_PACE: dict[str, float | None] = {"telegram": 30.0, "slack": 20.0, "sms": 1.0, "webchat": None}
+
+
 class RateLimiter:
     def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.channels")
 
+# Every channel the gateway has, by name, with the form of a user id on it (the admin API checks ids
+# with it): Telegram's numeric ids, Slack's user ids, E.164 numbers, the web chat's random ids.
+CHANNEL_USER_IDS: dict[str, re.Pattern[str]] = {
+    "telegram": re.compile(r"[0-9]{1,20}"),
+    "slack": re.compile(r"[A-Za-z0-9]{1,32}"),
+    "sms": re.compile(r"\+[1-9][0-9]{5,14}"),
+    "webchat": re.compile(r"[A-Za-z0-9_-]{8,64}"),
+}
+
 # Bot API setWebhook: secret_token is 1-256 characters of A-Z, a-z, 0-9, _ and -.
 _TELEGRAM_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 

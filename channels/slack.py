@@ -48,7 +48,7 @@ from channels.base import (
     Unauthorized,
     WebhookRequest,
 )
-from channels.ratelimit import RateLimit
+from channels.ratelimit import SLACK_LIMIT
 from gateway.core.retry import retry_after_seconds
 from gateway.core.schema import Attachment, ButtonPress, Inbound, Reply
 
@@ -132,8 +132,7 @@ def _header(headers: Mapping[str, Any], name: str) -> str | None:
 
 class SlackChannel(Channel):
     name = "slack"
-    # chat.postMessage: about one message per second per channel (bursts tolerated briefly).
-    rate_limit = RateLimit(per_chat_interval=1.0)
+    rate_limit = SLACK_LIMIT
 
     def __init__(
         self,

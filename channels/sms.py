@@ -46,7 +46,7 @@ from channels.base import (
     Unauthorized,
     WebhookRequest,
 )
-from channels.ratelimit import RateLimit
+from channels.ratelimit import SMS_LIMIT, RateLimit
 from channels.text import numbered_choices
 from gateway.core.retry import retry_after_seconds
 from gateway.core.schema import Attachment, Inbound, Reply
@@ -66,8 +66,7 @@ HELP_WORDS = frozenset({"HELP", "INFO"})
 DEFAULT_HELP = "Reply STOP to unsubscribe, START to subscribe again. Msg & data rates may apply."
 STOP_CONFIRMATION = "You are unsubscribed and will receive no more messages. Reply START to subscribe again."
 START_CONFIRMATION = "You are subscribed again. Reply HELP for help, STOP to unsubscribe."
-# A long code sends about one segment per second; Twilio queues the rest, so going faster only queues.
-DEFAULT_RATE_LIMIT = RateLimit(per_second=1.0, per_chat_interval=1.0)
+DEFAULT_RATE_LIMIT = SMS_LIMIT
 # Error codes meaning "never for this recipient" (https://www.twilio.com/docs/api/errors).
 UNSUBSCRIBED = 21610
 TOO_MANY_REQUESTS = 20429

@@ -74,7 +74,7 @@ from channels.base import (
     Unauthorized,
     WebhookRequest,
 )
-from channels.ratelimit import RateLimit
+from channels.ratelimit import TELEGRAM_LIMIT
 from channels.telegram_session import JsonAiohttpSession
 from gateway.core.schema import Attachment, ButtonPress, Inbound, Reply
 
@@ -166,8 +166,7 @@ def _attachments(message: Message) -> tuple[Attachment, ...]:
 
 class TelegramChannel(Channel):
     name = "telegram"
-    # Bot API FAQ: about 30 messages per second overall, about one per second in one chat.
-    rate_limit = RateLimit(per_second=30.0, per_chat_interval=1.0)
+    rate_limit = TELEGRAM_LIMIT
 
     def __init__(
         self,

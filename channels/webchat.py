@@ -205,6 +205,15 @@ class HeldReplies:
         frames = self._held.pop(user, deque())
         return [frame for at, frame in frames if now - at <= self.seconds]
 
+    def peek(self, user: str) -> list[str]:
+        """The replies kept for ``user``, still kept (an export of the user's data)."""
+        self._expire(self.clock())
+        return [frame for _, frame in self._held.get(user, ())]
+
+    def forget(self, user: str) -> int:
+        """Drop the replies kept for ``user`` (an erase of the user's data); how many there were."""
+        return len(self._held.pop(user, ()))
+
     def _expire(self, now: float) -> None:
         while self._held:
             user, frames = next(iter(self._held.items()))

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email import utils as email_utils
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 
@@ -38,6 +39,21 @@ _BARE_ADDR = re.compile(r"(?P<addr>[^<>\s\"]+)")
 def clean_header(value: str) -> str:
     """One header value on one line: every run of control or line-break characters becomes a space."""
     return _HEADER_UNSAFE.sub(" ", value).strip()
+
+
+def set_text_header(message: EmailMessage, name: str, value: str) -> None:
+    """Set an unstructured header; a non-ASCII one as RFC 2047 encoded-words written here.
+
+    Python's own folding (3.11, CPython gh-144156) puts whitespace between two encoded-words, where a
+    reader drops it: a long subject lost its spaces, or had two encoded-words glued together, which
+    some servers refuse. Every character of the value, spaces included, goes inside the encoded-words
+    written here, so it reads back exactly.
+    """
+    if value.isascii():
+        message[name] = value
+        return
+    encoded = Header(value, "utf-8", header_name=name).encode(linesep="\n")
+    message.set_raw(name, encoded)
 
 
 def _ascii_domain(domain: str) -> str | None:
@@ -182,7 +198,7 @@ def build_message(job: EmailJob, mail_from: str, *, max_recipients: int) -> Emai
             log.warning("email %s: dropped invalid Reply-To %r", job.id, job.reply_to)
         if reply_to:
             message["Reply-To"] = reply_to
-    message["Subject"] = clean_header(job.subject)
+    set_text_header(message, "Subject", clean_header(job.subject))
     message["Date"] = email_utils.format_datetime(_written_at(job.created_at))
     message["Message-ID"] = message_id(job.id, sender.domain)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: vacation responders must not answer

@@ -8,16 +8,23 @@ Fixtures only: helpers live in :mod:`tests.support`.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import settings
 
 from tests.support.clusters import RabbitCluster, RedisCluster
 from tests.support.services import RABBIT_HOST, RABBIT_PORT, REDIS_BASE_URL, rabbitmqctl
 
+# Property tests draw the same examples on every run (CI stays repeatable); `HYPOTHESIS_PROFILE=explore`
+# draws new ones each time, to look for more.
+settings.register_profile("repeatable", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None, max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 @pytest.fixture(scope="session")
 def rabbit_vhost() -> Iterator[str]:

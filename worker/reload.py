@@ -40,7 +40,7 @@ def fingerprint(*folders: Path) -> Fingerprint:
 
 def load_engine(settings: Settings) -> Engine:
     """An engine on the stories folder of ``settings``; :class:`StoriesError` lists every problem."""
-    return Engine(load_stories(settings.stories, settings.emails_dir))
+    return Engine(load_stories(settings.stories, settings.emails_dir), settings.secrets)
 
 
 class StoriesReloader:

@@ -7,6 +7,13 @@ deterministic ids, so the deliverer and the mailer drop the copies they already 
 the story a second time. Per-conversation order comes from the bus: one conversation's messages are never
 handled at the same time or out of order.
 
+A turn with ``http`` actions stops at each call (``Turn.call``): the worker makes the call outside its
+concurrency slot (``Delivery.aside``: other conversations go on meanwhile) and runs the turn again with one
+more answer, until it is finished; only then is it committed, calls included, so a redelivered message
+reuses their outcome. The answers of a message not committed yet are kept in the process, so an in-place
+retry (Redis away at the commit) does not call again; a worker that dies before the commit leaves the call
+to the next one, which sends the same ``Idempotency-Key``.
+
 Replies to a message whose ``meta`` names a serve instance (the web chat) go to that instance's direct
 destination, since only that process holds the browser's socket; if the instance is gone they are
 dropped with a log line (the browser, reconnecting elsewhere, sends its next message there).
@@ -20,7 +27,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from gateway.core import tracing
 from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, Envelope, Subscription, Topic
@@ -28,12 +37,18 @@ from gateway.core.errors import Rejected, SchemaError
 from gateway.core.faults import FaultPoints
 from gateway.core.metrics import Metrics
 from gateway.core.schema import INSTANCE_META, Inbound, parse_inbound
-from gateway.core.store.base import Commit, Store
+from gateway.core.store.base import Commit, Snapshot, Store
+from gateway.core.store.users.base import UserIndex, direct_chat
 from worker.engine import Engine, Turn
-from worker.timers.turns import TimerTurns
+from worker.engine.calls import HttpAnswer, HttpRequest
+from worker.http.base import Caller, NoCalls
+from worker.timers.turns import TimedTurn, TimerTurns
 
 log = logging.getLogger("gateway.worker")
 
+T = TypeVar("T", Turn, Turn | None)
+
+MAX_REMEMBERED = 10_000  # messages whose calls are kept for an in-place retry of their commit
 _REPLY_TAG = b"R"
 _EMAIL_TAG = b"E"
 
@@ -41,6 +56,15 @@ _EMAIL_TAG = b"E"
 def record_outputs(turn: Turn) -> list[bytes]:
     """Serialize a turn's outputs for the commit: a one-byte topic tag, then the message JSON."""
     return [_REPLY_TAG + r.to_json() for r in turn.replies] + [_EMAIL_TAG + e.to_json() for e in turn.emails]
+
+
+def recorded_output(item: bytes) -> tuple[Topic, bytes] | None:
+    """One output as :func:`record_outputs` recorded it: the topic it goes to, and its message JSON; None
+    for a recorded item that is not a message (a timer schedule change)."""
+    tag = item[:1]
+    if tag not in (_REPLY_TAG, _EMAIL_TAG):
+        return None
+    return (Topic.OUTBOUND if tag == _REPLY_TAG else Topic.EMAIL), item[1:]
 
 
 def envelopes_of(message: Inbound, recorded: Sequence[bytes], replay: bool) -> dict[Topic, list[Envelope]]:
@@ -73,13 +97,19 @@ class StoryWorker:
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        users: UserIndex | None = None,
+        caller: Caller | None = None,
         timers: TimerTurns | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
         self.engine = engine  # a provider, so hot reload can swap the stories between two messages
+        self.users = users  # the channels' user index, told of each user's messages
         self.metrics = metrics or Metrics()
         self.clock = clock
+        self.caller = caller or NoCalls()
+        # Calls made for messages not committed yet, by message id: (request, answer) in call order.
+        self._made: OrderedDict[str, list[tuple[HttpRequest, HttpAnswer]]] = OrderedDict()
         self.timers = timers  # None: stories run without timers (benchmarks of the bare pipeline)
         self._faults = FaultPoints()
         self._subscription: Subscription | None = None
@@ -113,18 +143,21 @@ class StoryWorker:
         recorded = snapshot.outputs
         if recorded is None:
             now = self.clock()
-            engine = self.engine()
-            timed = None
+            engine = self.engine()  # one engine for the whole turn, whatever a reload does meanwhile
+            timed: TimedTurn | None = None
             if timers is None:
-                turn = engine.handle(snapshot.session, snapshot.user, message, now)
+                turn = await self._turn(delivery, message, self._handling(engine, snapshot, message, now))
                 outputs = record_outputs(turn)
                 commit = Commit(message.id, turn.session, turn.user_changes, outputs)
             else:
-                timed = timers.run(engine, snapshot, message, now)
-                if timed is None:
+                state = timers.start(snapshot, message)
+                if state is None:
                     log.debug("timer firing %s: the timer is no longer pending; dropped", message.id)
                     self.metrics.handled.labels("dropped").inc()
                     return
+                run = timers.runner(engine, snapshot, message, state, now)
+                ran = await self._turn(delivery, message, run)
+                timed = timers.finish(engine, snapshot, message, state, ran, now)
                 turn = timed.turn
                 outputs = record_outputs(turn) + timed.outputs
                 commit = Commit(message.id, turn.session, turn.user_changes, outputs, timed.records)
@@ -142,6 +175,7 @@ class StoryWorker:
             log.info(
                 "message %s was committed before; re-publishing its %d outputs", message.id, len(recorded)
             )
+        self._made.pop(message.id, None)
         self._faults.reach("after_commit", message.id)
         for topic, envelopes in envelopes_of(message, recorded, outcome == "replayed").items():
             if envelopes:
@@ -149,8 +183,52 @@ class StoryWorker:
         if timers is not None:
             await timers.apply(message, recorded)
         self._faults.reach("after_publish", message.id)
+        if self.users is not None and message.kind == "message" and message.timer is None:
+            await self._note_user(message)
         self.metrics.handled.labels(outcome).inc()
         self.metrics.handle_seconds.observe(time.perf_counter() - started)
+
+    async def _note_user(self, message: Inbound) -> None:
+        """Tell the user index the user wrote (retention counts from it) and, from a direct chat, where a
+        broadcast reaches them. After the commit, so a replay (after a failure here) does it again."""
+        assert self.users is not None
+        chat = message.chat if direct_chat(message.channel, message.chat, message.user) else None
+        instance = message.meta.get(INSTANCE_META)
+        meta = {INSTANCE_META: instance} if instance else {}
+        await self.users.touch(message.channel, message.user, message.sent_at, chat, meta)
+
+    @staticmethod
+    def _handling(
+        engine: Engine, snapshot: Snapshot, message: Inbound, now: float
+    ) -> Callable[[Sequence[HttpAnswer]], Turn]:
+        return lambda answers: engine.handle(snapshot.session, snapshot.user, message, now, answers)
+
+    async def _turn(
+        self, delivery: Delivery, message: Inbound, run: Callable[[Sequence[HttpAnswer]], T]
+    ) -> T:
+        """The finished turn: ``run`` (the engine, given the answers so far) again with one more answer
+        after each call it stops at (a timer's target that is gone gives no turn at all)."""
+        turn = run(())
+        if turn is None or turn.call is None:
+            return turn
+        made = self._made.setdefault(message.id, [])
+        self._made.move_to_end(message.id)
+        while len(self._made) > MAX_REMEMBERED:
+            self._made.popitem(last=False)
+        answers: list[HttpAnswer] = []
+        while turn is not None and turn.call is not None:
+            request, n = turn.call, len(answers)
+            if n < len(made) and made[n][0] == request:
+                answer = made[n][1]  # made before this in-place retry: not again
+            else:
+                del made[n:]
+                async with delivery.aside():  # other conversations use the slot while this one waits
+                    answer = await self.caller.call(request)
+                made.append((request, answer))
+                self._faults.reach("after_call", message.id)
+            answers.append(answer)
+            turn = run(answers)
+        return turn
 
     async def _publish(self, message: Inbound, topic: Topic, envelopes: list[Envelope]) -> None:
         instance = message.meta.get(INSTANCE_META)

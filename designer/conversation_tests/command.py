@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -38,8 +39,12 @@ def run_tests(
     *,
     mail_from: str = DEFAULT_MAIL_FROM,
     out: TextIO | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> int:
-    """Run the tests at ``path`` against the stories in ``stories_dir``; return the exit code."""
+    """Run the tests at ``path`` against the stories in ``stories_dir``; return the exit code.
+
+    ``secrets`` are the values of ``@secret.NAME`` (the calls get canned answers: they never leave).
+    """
     stream = out if out is not None else sys.stdout
     started = time.perf_counter()
     path = Path(path)
@@ -63,7 +68,7 @@ def run_tests(
         else:
             readable.append(read)
     stream.write(format_problems(problems))
-    failures = asyncio.run(_run_all(readable, Engine(stories), mail_from))
+    failures = asyncio.run(_run_all(readable, Engine(stories, secrets), mail_from))
     for failure in failures:
         stream.write(failure.format() + "\n")
     count = sum(len(file.tests) for file in readable)

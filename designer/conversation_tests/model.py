@@ -9,7 +9,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from worker.engine.calls import HttpRequest
 from worker.engine.model import Where
+from worker.http.canned import Canned
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,28 @@ class ExpectEmail:
         return self.lines.get(key, self.where)
 
 
+@dataclass(frozen=True, slots=True)
+class CannedAnswer:
+    """What an API answers, in a test, to the calls whose URL (and method, when given) match."""
+
+    url: TextMatch  # exact: compared with the URL as sent (normalised, percent-encoded)
+    method: str | None
+    status: int
+    body: bytes
+    error: str | None
+    where: Where
+
+    def matches(self, request: HttpRequest) -> bool:
+        if self.method is not None and request.method != self.method:
+            return False
+        if self.url.pattern is not None:
+            return self.url.matches(request.url)
+        return request.url == self.url.written
+
+    def canned(self) -> Canned:
+        return Canned(self.matches, self.status, self.body, self.error)
+
+
 Action = Say | Press | Wait
 Expectation = ExpectReply | ExpectImage | ExpectEmail
 Item = Action | Expectation
@@ -103,6 +127,7 @@ class ConversationTest:
     user_attributes: Mapping[str, str]
     items: tuple[Item, ...]
     where: Where
+    http: tuple[CannedAnswer, ...] = ()  # what the APIs the stories call answer in this test
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from designer.conversation_tests.canned import CannedReader
 from designer.conversation_tests.model import (
     ConversationFile,
     ConversationTest,
@@ -24,7 +25,7 @@ from designer.conversation_tests.model import (
 from gateway.core.durations import parse_duration
 from worker.engine.model import Where
 from worker.engine.problems import Problem
-from worker.engine.reader import Entries, Reader
+from worker.engine.reader import Entries
 from worker.engine.yaml_source import (
     Node,
     ScalarNode,
@@ -38,7 +39,7 @@ from worker.engine.yaml_source import (
 )
 
 FILE_KEYS = ("tests",)
-TEST_KEYS = ("name", "channel", "user_id", "user_attributes", "conversation")
+TEST_KEYS = ("name", "channel", "user_id", "user_attributes", "http", "conversation")
 ITEM_KINDS = ("user", "press", "bot", "image", "email", "wait")
 ITEM_EXTRAS = {"bot": ("buttons",), "image": ("caption",)}
 ITEM_KEYS = (*ITEM_KINDS, "buttons", "caption")
@@ -58,7 +59,7 @@ def read_test_file(path: Path) -> tuple[ConversationFile, list[Problem]]:
     return ConversationFile(str(path), tuple(tests)), sorted(reader.problems)
 
 
-class _TestReader(Reader):
+class _TestReader(CannedReader):
     def read(self, path: Path) -> list[ConversationTest]:
         name = str(path)
         try:
@@ -121,6 +122,7 @@ class _TestReader(Reader):
                 value = self.text(value_node, f"user attribute {key!r}")
                 if value is not None:
                     attributes[key] = value
+        canned = self.read_canned(found["http"][1]) if "http" in found else ()
         items: list[Item] = []
         if "conversation" in found:
             problems_before = len(self.problems)
@@ -134,9 +136,9 @@ class _TestReader(Reader):
             clean = len(self.problems) == problems_before
             if items and clean and not any(isinstance(item, (Say, Press)) for item in items):
                 self.problem(found["conversation"][0], "the conversation has no 'user:' or 'press:' line")
-        if not ok or name is None or channel is None or user is None:
+        if not ok or name is None or channel is None or user is None or canned is None:
             return None
-        return ConversationTest(name, channel, user, attributes, tuple(items), self.where(node))
+        return ConversationTest(name, channel, user, attributes, tuple(items), self.where(node), canned)
 
     def word(self, found: Entries, key: str, default: str, rule: re.Pattern[str], says: str) -> str | None:
         if key not in found:

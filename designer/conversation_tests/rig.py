@@ -3,6 +3,7 @@
 The embedded bus and the in-memory store carry the messages; a simulated clock drives the store's
 expiry, the worker's timestamps and the timers, so "the session expires here" moves time instead of
 sleeping, and the timers due meanwhile fire at their due times (:func:`worker.timers.simulation.pass_time`).
+The stories' http calls get the test's canned answers (``caller``), never the network.
 Each test gets its own rig, so no state leaks between tests.
 """
 
@@ -22,6 +23,7 @@ from gateway.core.store.base import Commit
 from gateway.core.store.memory import MemoryStore
 from mailer.service import Mailer
 from worker.engine import Engine
+from worker.http import Caller, CannedCaller
 from worker.service import StoryWorker
 from worker.timers.poller import TimerPoller
 from worker.timers.simulation import pass_time
@@ -51,7 +53,13 @@ class InProcessGateway:
     """Bus, store, story worker, deliverer and mailer for one conversation on one channel."""
 
     def __init__(
-        self, engine: Engine, key: ConversationKey, *, mail_from: str, metrics: Metrics | None = None
+        self,
+        engine: Engine,
+        key: ConversationKey,
+        *,
+        mail_from: str,
+        metrics: Metrics | None = None,
+        caller: Caller | None = None,
     ) -> None:
         self.key = key
         self.clock = SimulatedClock()
@@ -65,8 +73,15 @@ class InProcessGateway:
         self.schedule = MemorySchedule(clock=self.clock)
         self.poller = TimerPoller(self.schedule, self.bus, holder="test", clock=self.clock, metrics=metrics)
         timers = TimerTurns(self.schedule, self.bus.partitions, metrics=metrics, poller=self.poller)
+        self.caller = caller if caller is not None else CannedCaller()
         self.worker = StoryWorker(
-            self.bus, self.store, lambda: engine, metrics=metrics, clock=self.clock, timers=timers
+            self.bus,
+            self.store,
+            lambda: engine,
+            metrics=metrics,
+            clock=self.clock,
+            caller=self.caller,
+            timers=timers,
         )
         self.deliverer = Deliverer(
             self.bus, self.store, {key.channel: self.channel}, metrics, rate_limits=False

@@ -2,7 +2,7 @@
 
 Replies and emails are consumed in the order the bot produced them. The check is strict: a reply or an
 email the test does not expect fails the test too (at the user line that caused it), so a test also
-says what the bot does *not* do.
+says what the bot does *not* do. So does an http call that no canned answer of the test expects.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from gateway.core.durations import format_duration
 from gateway.core.metrics import Metrics
 from gateway.core.schema import ButtonPress, ConversationKey, Reply
 from worker.engine import Engine
+from worker.http import CannedCaller
 
 
 class _Failed(Exception):
@@ -51,7 +52,8 @@ async def run_conversation(
 ) -> Failure | None:
     """None when every expectation held; else the first that did not."""
     key = ConversationKey(test.channel, test.user, test.user)
-    async with InProcessGateway(engine, key, mail_from=mail_from, metrics=metrics) as gateway:
+    caller = CannedCaller([answer.canned() for answer in test.http])
+    async with InProcessGateway(engine, key, mail_from=mail_from, metrics=metrics, caller=caller) as gateway:
         if test.user_attributes:
             await gateway.preset(test.user_attributes)
         conversation = _Conversation(test, gateway, engine)
@@ -75,6 +77,7 @@ class _Conversation:
         self.emails: deque[EmailMessage] = deque()
         self.last: Say | Press | Wait | None = None  # the latest line that made the bot act
         self.turn: list[Reply] = []  # every reply to it
+        self.unexpected_calls = 0  # calls no canned answer expected, reported so far
 
     def fail(
         self, item: Item, expected: str, actual: str, label: str = "bot said", context: str = ""
@@ -113,6 +116,20 @@ class _Conversation:
         self.emails.extend(transport.messages[emails_before:])
         if dead:
             self.dead_lettered(item, dead[0])
+        self.calls_expected(item)
+
+    def calls_expected(self, item: Say | Press | Wait) -> None:
+        caller = self.gateway.caller
+        if not isinstance(caller, CannedCaller) or len(caller.unexpected) == self.unexpected_calls:
+            return
+        request = caller.unexpected[self.unexpected_calls]
+        self.unexpected_calls = len(caller.unexpected)
+        self.fail(
+            item,
+            f"no http call {self.said()} (or an 'http:' answer of the test for it)",
+            f"{request.shown} (at {request.where})",
+            "bot called",
+        )
 
     async def press(self, item: Press) -> None:
         offered = self.gateway.channel.offered

@@ -55,6 +55,27 @@ def _parser() -> argparse.ArgumentParser:
     test = sub.add_parser("test", help="run conversation tests (docs/testing.md)")
     test.add_argument("path", nargs="?", type=Path, default=Path("config/tests"), help="file or folder")
     test.add_argument("--stories", type=Path, default=None, help="stories folder (default GATEWAY_STORIES)")
+    users = sub.add_parser("users", help="read, change, export or erase one user's data (docs/users.md)")
+    users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    for action, what in (
+        ("show", "the user's attributes, sessions, pending timers and handoffs, as JSON"),
+        ("export", "everything kept about the user, as one JSON document"),
+        ("erase", "erase everything kept about the user"),
+    ):
+        one = users_sub.add_parser(action, help=what)
+        one.add_argument("channel")
+        one.add_argument("user")
+    set_ = users_sub.add_parser("set", help="set attributes (NAME=VALUE), or delete them (NAME=)")
+    set_.add_argument("channel")
+    set_.add_argument("user")
+    set_.add_argument("assignments", nargs="+", metavar="NAME=VALUE")
+    broadcast = sub.add_parser("broadcast", help="start a story for every matching user of a channel")
+    broadcast.add_argument("story")
+    broadcast.add_argument("--channel", required=True)
+    broadcast.add_argument(
+        "--where", default="", help="a condition over @user.*, e.g. '@user.Plan == \"pro\"'"
+    )
+    broadcast.add_argument("--dry-run", action="store_true", help="count the matching users, start nobody")
     map_ = sub.add_parser("map", help="draw the stories as a graph: Mermaid text, or SVG (docs/map.md)")
     map_.add_argument("path", nargs="?", type=Path, default=None, help="stories folder")
     map_.add_argument("--svg", type=Path, default=None, metavar="FILE", help="write an SVG drawing to FILE")
@@ -113,7 +134,7 @@ def _reads_stories_folder(args: argparse.Namespace) -> bool:
         return args.path is None
     if command == "test":
         return args.stories is None
-    return command in ("run", "worker", "chat")
+    return command in ("run", "worker", "chat", "broadcast")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,12 +165,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         from designer.conversation_tests import run_tests
 
         return run_tests(
-            args.path, args.stories or settings.stories, settings.emails, mail_from=settings.mail_from
+            args.path,
+            args.stories or settings.stories,
+            settings.emails,
+            mail_from=settings.mail_from,
+            secrets=settings.secrets,
         )
     if command == "map":
         from designer.story_map.command import run_map
 
         return run_map(args.path or settings.stories, settings.emails, svg=args.svg)
+    if command == "users":
+        from gateway.app.users_cli import run_users_command
+
+        _configure_logging(settings.log_level)
+        pairs = getattr(args, "assignments", ())
+        return asyncio.run(run_users_command(settings, args.users_command, args.channel, args.user, pairs))
+    if command == "broadcast":
+        from gateway.app.broadcast_cli import run_broadcast_command
+
+        _configure_logging(settings.log_level)
+        return asyncio.run(
+            run_broadcast_command(settings, args.story, args.channel, args.where, args.dry_run)
+        )
     if command == "mailer" and args.mailer_command:
         from mailer.deadletters import run_dead_letter_command
 

@@ -25,8 +25,10 @@ from urllib.parse import urlsplit, urlunsplit
 from channels.base import Channel
 from channels.registry import build_channels
 from gateway.app.roles.base import Role, RoleName, Services, StartupError
+from gateway.app.roles.broadcasts import BroadcastRole
 from gateway.app.roles.mailer import MailerRole
 from gateway.app.roles.ops import HealthServer, Heartbeat
+from gateway.app.roles.retention import RetentionRole
 from gateway.app.roles.serve import ServeRole
 from gateway.app.roles.worker import WorkerRole, engine_or_refuse
 from gateway.core import tracing
@@ -34,7 +36,7 @@ from gateway.core.bus.base import Bus
 from gateway.core.errors import SettingsError, Unavailable
 from gateway.core.metrics import Metrics
 from gateway.core.schedule.base import Schedule
-from gateway.core.services import build_bus, build_schedule, build_store
+from gateway.core.services import build_bus, build_schedule, build_store, build_user_stores
 from gateway.core.settings import Settings
 from gateway.core.store.base import Store
 from worker.engine import Stories
@@ -98,6 +100,7 @@ class Gateway:
         self.roles: list[Role] = []  # started ones, in start order
         self.serve: ServeRole | None = None
         self.worker: WorkerRole | None = None
+        self.broadcasts: BroadcastRole | None = None
 
     @property
     def address(self) -> str | None:
@@ -113,7 +116,7 @@ class Gateway:
         bus = self.bus = self.bus or build_bus(settings)
         store = self.store = self.store or build_store(settings)
         schedule = None
-        if engine is not None:
+        if engine is not None or RoleName.SERVE in names:  # the stories' timers; an erase takes them out
             schedule = self.schedule = self.schedule or build_schedule(settings)
         if self.channels is None:
             try:
@@ -127,7 +130,8 @@ class Gateway:
 
         if schedule is not None:
             await wait_until_ready("store (GATEWAY_REDIS_URL)", schedule.ping, deadline)
-        services = Services(settings, bus, store, self.metrics, schedule, self.clock)
+        users = build_user_stores(store)
+        services = Services(settings, bus, store, self.metrics, users, schedule, self.clock)
         if RoleName.MAILER in names:
             await self._start(MailerRole(services))
         if engine is not None:
@@ -136,9 +140,17 @@ class Gateway:
                 watch = names == frozenset(RoleName) and self.serve_http
             self.worker = WorkerRole(services, engine, watch=watch)
             await self._start(self.worker)
+            self.broadcasts = BroadcastRole(services)
+            await self._start(self.broadcasts)
+            if settings.user_retention is not None:
+                await self._start(RetentionRole(services, settings.user_retention))
         if RoleName.SERVE in names:
             self.serve = ServeRole(
-                services, self.channels, serve_http=self.serve_http, running_stories=self._running_stories
+                services,
+                self.channels,
+                serve_http=self.serve_http,
+                running_stories=self._running_stories,
+                wake_broadcasts=self.broadcasts.wake if self.broadcasts is not None else None,
             )
             await self._start(self.serve)
         elif settings.metrics_port is not None:

@@ -55,6 +55,19 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
+        self.http_calls = Counter(
+            "gateway_http_calls",
+            "Calls of the stories' http actions by host and outcome (ok, status, timeout, network, ...)",
+            ["host", "outcome"],
+            registry=r,
+        )
+        self.http_call_seconds = Histogram(
+            "gateway_http_call_seconds",
+            "Time of one http action's call, retries included, by host",
+            ["host"],
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

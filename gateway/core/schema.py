@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.core.errors import SchemaError
 
@@ -88,6 +88,26 @@ class Inbound(_Wire):
     # Set on a timer's firing (not a message of the user): the id of the timer, among the conversation's
     # pending timers, that falls due; ``sent_at`` is then its due time.
     timer: str | None = None
+    # "broadcast": not the user's message but an operator's broadcast starting ``story`` for them, in
+    # order with their messages (id "broadcast:<broadcast id>:<user>", so a broadcast starts it once).
+    kind: Literal["message", "broadcast"] = "message"
+    story: str | None = None
+
+    def to_json(self) -> bytes:
+        """A user's message is written without ``kind``, ``story`` and ``timer``, as before they existed, so
+        that workers of the previous release still read every message but a broadcast's and a firing's."""
+        left_out = {"kind", "story"} if self.kind == "message" else set()
+        if self.timer is None:
+            left_out.add("timer")
+        if left_out:
+            return self.model_dump_json(exclude=left_out).encode()
+        return super().to_json()
+
+    @model_validator(mode="after")
+    def _story_of_a_broadcast(self) -> Inbound:
+        if (self.kind == "broadcast") != (self.story is not None):
+            raise ValueError("a broadcast names the story it starts, and only a broadcast does")
+        return self
 
     @property
     def conversation(self) -> ConversationKey:

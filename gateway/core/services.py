@@ -4,11 +4,14 @@ stand-ins."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from gateway.core.bus.base import Bus
 from gateway.core.schedule.base import Schedule
 from gateway.core.settings import Settings
 from gateway.core.store.base import Store
+from gateway.core.store.broadcasts.base import Broadcasts
+from gateway.core.store.users.base import UserData, UserIndex
 
 
 def build_bus(settings: Settings) -> Bus:
@@ -56,3 +59,28 @@ def build_schedule(settings: Settings, clock: Callable[[], float] | None = None)
     from gateway.core.schedule.redis import RedisSchedule
 
     return RedisSchedule(settings.redis_url, prefix=settings.redis_prefix, cluster=settings.redis_cluster)
+@dataclass(frozen=True, slots=True)
+class UserStores:
+    """What the store keeps about users beyond a conversation's turn, on the same backend as the store."""
+
+    data: UserData
+    index: UserIndex
+    broadcasts: Broadcasts
+
+
+def build_user_stores(store: Store) -> UserStores:
+    """The user data, user index and broadcasts beside ``store`` (a RedisStore or a MemoryStore)."""
+    from gateway.core.store.memory import MemoryStore
+
+    if isinstance(store, MemoryStore):
+        from gateway.core.store.broadcasts.memory import MemoryBroadcasts
+        from gateway.core.store.users.memory import MemoryUserData, MemoryUserIndex
+
+        return UserStores(MemoryUserData(store), MemoryUserIndex(), MemoryBroadcasts())
+    from gateway.core.store.broadcasts.redis import RedisBroadcasts
+    from gateway.core.store.redis import RedisStore
+    from gateway.core.store.users.redis import RedisUserData, RedisUserIndex
+
+    if not isinstance(store, RedisStore):
+        raise TypeError(f"no user data for a {type(store).__name__}")
+    return UserStores(RedisUserData(store), RedisUserIndex(store), RedisBroadcasts(store))

@@ -6,6 +6,7 @@ line before exiting with status 2 — never a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -27,6 +28,17 @@ class SmtpSettings:
     implicit_tls: bool
     starttls: bool
     timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    """One bearer token of the admin API and the name it is known by in the audit log."""
+
+    name: str
+    token: str = field(repr=False)
+
+
+MIN_ADMIN_TOKEN = 16  # characters
 
 
 def default_instance_id() -> str:
@@ -79,6 +91,16 @@ class Settings:
     rate_limits: bool = True
     watch_stories: bool | None = None  # None: watch in `gateway run`, SIGHUP only elsewhere
     instance_id: str = field(default_factory=lambda: default_instance_id())
+    # The admin API and the user's data (OPERATIONS.md), and their extensions.
+    admin_tokens: tuple[AdminToken, ...] = ()  # none: the admin API is off
+    user_retention: float | None = None  # seconds after a user's last message; None: kept
+    broadcast_rate: float | None = None  # starts a second; None: the channel's own pace
+    broadcast_lease: float = 30.0  # how long a broadcast whose runner died waits for another
+    # The stories' http action: hosts (names, CIDR ranges) allowed although private, calls in flight per
+    # worker, and the values of @secret.NAME (GATEWAY_SECRET_NAME; never shown, never compared).
+    http_allow: tuple[str, ...] = ()
+    http_concurrency: int = 100
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def emails_dir(self) -> Path:
@@ -122,6 +144,11 @@ class Settings:
             values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
         values.update(os.environ if environ is None else environ)
         return _Reader(values, require_stories).settings()
+
+
+SECRET_PREFIX = "GATEWAY_SECRET_"
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 
 
 class _Reader:
@@ -209,11 +236,66 @@ class _Reader:
             raise self.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
 
+    def http_allow(self) -> tuple[str, ...]:
+        """``GATEWAY_HTTP_ALLOW``: host names and CIDR ranges (or single addresses), comma-separated."""
+        name = "GATEWAY_HTTP_ALLOW"
+        entries = []
+        for raw in (self.raw(name) or "").split(","):
+            entry = raw.strip().lower().rstrip(".")
+            if not entry:
+                continue
+            try:
+                entries.append(str(ipaddress.ip_network(entry, strict=False)))
+                continue
+            except ValueError:
+                pass
+            if "/" in entry or ":" in entry or not _HOST_NAME.fullmatch(entry):
+                raise self.fail(name, f"not a host name or a CIDR range: {raw.strip()!r}")
+            entries.append(entry)
+        return tuple(entries)
+
+    def secrets(self) -> dict[str, str]:
+        """``GATEWAY_SECRET_<NAME>`` by NAME (``@secret.NAME``); GATEWAY_SECRET_KEY is the gateway's own."""
+        found = {}
+        for name, value in self.env.items():
+            if name.startswith(SECRET_PREFIX) and name not in (SECRET_PREFIX, "GATEWAY_SECRET_KEY"):
+                found[name[len(SECRET_PREFIX) :]] = value
+        return found
+
     def folder(self, name: str, default: str, must_exist: bool) -> Path:
         path = Path(self.raw(name) or default)
         if must_exist and not path.is_dir():
             raise self.fail(name, f"folder does not exist: {path}")
         return path
+
+    def admin_tokens(self) -> tuple[AdminToken, ...]:
+        name = "GATEWAY_ADMIN_TOKEN"
+        value = self.raw(name)
+        if value is None:
+            return ()
+        tokens: list[AdminToken] = []
+        for position, pair in enumerate(value.split(","), start=1):
+            who, colon, token = pair.strip().partition(":")
+            if not colon or not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", who):
+                raise self.fail(name, f"pair {position} is not NAME:TOKEN (a name of letters, digits, _.@-)")
+            if len(token) < MIN_ADMIN_TOKEN or not token.isprintable() or " " in token:
+                raise self.fail(name, f"the token of {who!r}: {MIN_ADMIN_TOKEN}+ characters, no spaces")
+            if any(t.name == who for t in tokens) or any(t.token == token for t in tokens):
+                raise self.fail(name, f"{who!r} appears twice, or shares its token with another name")
+            tokens.append(AdminToken(who, token))
+        return tuple(tokens)
+
+    def rate(self, name: str) -> float | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            number = float(value.removesuffix("/s"))
+        except ValueError:
+            raise self.fail(name, f"not a number per second: {value!r}") from None
+        if not 0 < number <= 1_000_000:
+            raise self.fail(name, f"{value} is out of range (more than 0, at most 1000000 a second)")
+        return number
 
     def smtp(self) -> SmtpSettings | None:
         name = "GATEWAY_SMTP_URL"
@@ -301,6 +383,13 @@ class _Reader:
             metrics_port=self.integer("GATEWAY_METRICS_PORT", 0, 0, 65535)
             if self.raw("GATEWAY_METRICS_PORT") is not None
             else None,
+            admin_tokens=self.admin_tokens(),
+            user_retention=self.duration("GATEWAY_USER_RETENTION", 0.0) or None,
+            broadcast_rate=self.rate("GATEWAY_BROADCAST_RATE"),
+            broadcast_lease=self.duration("GATEWAY_BROADCAST_LEASE", d.broadcast_lease),
+            http_allow=self.http_allow(),
+            http_concurrency=self.integer("GATEWAY_HTTP_CONCURRENCY", d.http_concurrency, 1, 10000),
+            secrets=self.secrets(),
         )
 
 

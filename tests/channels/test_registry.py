@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from channels.registry import build_channels
+from channels.ratelimit import BROADCAST_PACE, SMS_LIMIT, TELEGRAM_LIMIT
+from channels.registry import CHANNEL_USER_IDS, build_channels
 from channels.slack import SlackChannel
 from channels.sms import SmsChannel
 from channels.telegram import TelegramChannel
+from channels.webchat import WebChatChannel
 from gateway.core.errors import SettingsError
 from gateway.core.settings import Settings
 from gateway.core.store.memory import MemoryStore
@@ -86,3 +88,15 @@ async def test_polling_mode_serves_no_telegram_webhook() -> None:
 async def test_unusable_values_name_their_variable(settings: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match=f"^{variable}: "):
         build_channels(Settings(**settings), MemoryStore())  # type: ignore[arg-type]
+
+
+def test_every_channel_has_a_user_id_form_and_a_broadcast_pace() -> None:
+    """The admin API checks user ids and broadcasts pace by channel name: every channel must have both."""
+    names = {TelegramChannel.name, SlackChannel.name, SmsChannel.name, WebChatChannel.name}
+    assert set(CHANNEL_USER_IDS) == names == set(BROADCAST_PACE)
+    assert BROADCAST_PACE["telegram"] == TELEGRAM_LIMIT.per_second
+    assert BROADCAST_PACE["sms"] == SMS_LIMIT.per_second
+    for name, example in (("telegram", "4711"), ("slack", "U0123ABC"), ("sms", "+447700900123")):
+        assert CHANNEL_USER_IDS[name].fullmatch(example)
+    assert CHANNEL_USER_IDS["webchat"].fullmatch("Xg1u_fX9RnSNnjHwwsjSw")
+    assert not CHANNEL_USER_IDS["sms"].fullmatch("07700900123")

@@ -81,6 +81,13 @@ def test_channels_switch_on_with_their_settings() -> None:
         ("GATEWAY_PROCESSED_TTL", "soon", "not a duration"),
         ("TELEGRAM_MODE", "carrier-pigeon", "must be one of"),
         ("GATEWAY_REDIS_PREFIX", "a b", "letters"),
+        ("GATEWAY_ADMIN_TOKEN", "just-a-token-no-name", "NAME:TOKEN"),
+        ("GATEWAY_ADMIN_TOKEN", "ops:short", "16+ characters"),
+        ("GATEWAY_ADMIN_TOKEN", "ops:0123456789abcdef,ops:fedcba9876543210", "twice"),
+        ("GATEWAY_ADMIN_TOKEN", "a:0123456789abcdef,b:0123456789abcdef", "shares its token"),
+        ("GATEWAY_USER_RETENTION", "forever", "not a duration"),
+        ("GATEWAY_BROADCAST_RATE", "fast", "not a number"),
+        ("GATEWAY_BROADCAST_RATE", "0", "out of range"),
     ],
 )
 def test_malformed_setting_names_the_variable(name: str, value: str, why: str) -> None:
@@ -107,3 +114,48 @@ def test_durations() -> None:
     ]
     with pytest.raises(ValueError):
         parse_duration("3 weeks")
+
+
+def test_admin_tokens_retention_and_broadcast_pace() -> None:
+    s = settings(
+        GATEWAY_ADMIN_TOKEN=" ops:0123456789abcdef , ci-bot:ZYXWVUTSRQPONMLK-1",
+        GATEWAY_USER_RETENTION="400d",
+        GATEWAY_BROADCAST_RATE="12.5/s",
+    )
+    assert [(t.name, t.token) for t in s.admin_tokens] == [
+        ("ops", "0123456789abcdef"),
+        ("ci-bot", "ZYXWVUTSRQPONMLK-1"),
+    ]
+    assert "0123456789abcdef" not in repr(s), "a token never reaches a log through the settings"
+    assert (s.user_retention, s.broadcast_rate, s.broadcast_lease) == (400 * 86400, 12.5, 30.0)
+    off = settings()
+    assert (off.admin_tokens, off.user_retention, off.broadcast_rate) == ((), None, None)
+
+
+def test_http_action_settings() -> None:
+    s = settings(
+        GATEWAY_HTTP_ALLOW=" localhost, API.internal. ,10.1.2.3, 10.0.0.0/8 ,fd00::/8,, ",
+        GATEWAY_HTTP_CONCURRENCY="7",
+        GATEWAY_SECRET_ORDERS_TOKEN="t-0ken-value",
+        GATEWAY_SECRET_KEY="the-signing-key",
+    )
+    assert s.http_allow == ("localhost", "api.internal", "10.1.2.3/32", "10.0.0.0/8", "fd00::/8")
+    assert s.http_concurrency == 7
+    assert s.secrets == {"ORDERS_TOKEN": "t-0ken-value"}  # GATEWAY_SECRET_KEY is the gateway's own
+    assert "t-0ken-value" not in repr(s)
+    assert (settings().http_allow, settings().http_concurrency, settings().secrets) == ((), 100, {})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("GATEWAY_HTTP_ALLOW", "localhost, http://api.example.com", "not a host name or a CIDR range"),
+        ("GATEWAY_HTTP_ALLOW", "10.0.0.0/33", "not a host name or a CIDR range: '10.0.0.0/33'"),
+        ("GATEWAY_HTTP_ALLOW", "two words", "not a host name or a CIDR range: 'two words'"),
+        ("GATEWAY_HTTP_CONCURRENCY", "0", "0 is out of range 1..10000"),
+    ],
+)
+def test_bad_http_settings_name_the_variable(name: str, value: str, says: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{name}: ") as raised:
+        settings(**{name: value})
+    assert says in str(raised.value)

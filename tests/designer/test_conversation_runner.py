@@ -338,7 +338,7 @@ def test_broken_test_files_get_positioned_problems(tmp_path: Path, stories: Path
     assert code == 1
     assert text.splitlines() == [
         "bad.yml:3:5: unknown key 'colour' in a test "
-        "(expected one of: name, channel, user_id, user_attributes, conversation)",
+        "(expected one of: name, channel, user_id, user_attributes, http, conversation)",
         "bad.yml:6:9: a conversation line has only one of user, press, bot, image, email, wait; "
         "this one has both 'user' and 'bot' (start a new '- ' item)",
         "bad.yml:7:18: bad regular expression: missing ), unterminated subpattern",

@@ -113,3 +113,47 @@ def test_an_expected_timer_message_that_does_not_come(tmp_path: Path) -> None:
         "  expected: 'Still there?'",
         "  bot said: nothing more after wait 599s",
     ]
+
+
+def test_a_timer_whose_target_calls_an_api(tmp_path: Path) -> None:
+    """The turn of a timer is a turn like any: its http actions are called (once, committed with it)."""
+    stories = write(tmp_path / "stories" / "bot.yml", """\
+        stories:
+          order:
+            triggers: [order]
+            steps:
+              - id: placed
+                actions:
+                  - message: Order placed.
+                  - follow_up: {after: 1h, goto: status}
+              - id: status
+                actions:
+                  - http:
+                      url: https://shop.example.com/api/orders/1
+                      save: {session: {Status: "$.status"}}
+                  - message: "Your order is {{@session.Status}}."
+        """).parent  # fmt: skip
+    path = write(tmp_path / "tests" / "order.yml", """\
+        tests:
+          - name: an hour later the bot looks the order up
+            http:
+              - url: https://shop.example.com/api/orders/1
+                json: {status: shipped}
+            conversation:
+              - user: order
+              - bot: Order placed.
+              - wait: 1h
+              - bot: Your order is shipped.
+          - name: a call no canned answer expects fails at the wait line
+            conversation:
+              - user: order
+              - bot: Order placed.
+              - wait: 2h
+              - bot: Your order is .
+        """)  # fmt: skip
+    out = StringIO()
+    assert run_tests(path, stories, out=out) == 1
+    lines = out.getvalue().replace(f"{path}", "order.yml").splitlines()
+    assert lines[0] == "order.yml:15: FAIL a call no canned answer expects fails at the wait line"
+    assert "no http call after wait 2h" in lines[1]
+    assert lines[-1].startswith("FAILED: 1 of 2 tests failed")

@@ -88,6 +88,7 @@ def test_mermaid_of_the_examples(examples: Stories) -> None:
     groups, edges, classes = parse_mermaid(to_mermaid(build_graph(examples)))
     assert groups == {
         "fallback": ["no_match", "fallback__sorry"],
+        "orders": ["orders__triggers", "orders__ask", "orders__look_up", "orders__not_found"],
         "quiz": ["quiz__triggers", *(f"quiz__{s}" for s in (
             "ask1", "answer1", "ask2", "answer2", "right2", "ask3", "unclear3", "right3", "wrong3",
             "score"))],
@@ -108,20 +109,21 @@ def test_mermaid_of_the_examples(examples: Stories) -> None:
         ("quiz__answer2", "-.->", "goto if @session.number == #34;8#34;", "quiz__right2"),
         ("quiz__unclear3", "-->", "goto", "quiz__ask3"),
         ("quiz__score", "-->", "[Help]", "support__ask"),
+        ("orders__look_up", "-.->", "on_error", "orders__not_found"),  # only when the call fails
         ("support__ask", "-.->", "timeout 10m", "support__nudge"),  # a timeout: dashed, with its delay
         ("support__nudge", "-->", "next", "support__ticket"),
     ]
     for edge in expected:
         assert edge in edges
-    assert len(edges) == len(set(edges)) == 33
+    assert len(edges) == len(set(edges)) == 38
     nodes = {node for members in groups.values() for node in members}
     assert {s for s, *_ in edges} <= nodes and {t for *_, t in edges} <= nodes
-    assert classes["support__ticket"] == "deadEnd"
+    assert classes["support__ticket"] == classes["orders__look_up"] == "deadEnd"
     assert {n for n, c in classes.items() if c == "entry"} == {
-        "welcome__start", "support__ask", "quiz__ask1", "fallback__sorry"
+        "welcome__start", "support__ask", "quiz__ask1", "fallback__sorry", "orders__ask"
     }  # fmt: skip
     assert {n for n, c in classes.items() if c == "start"} == {
-        "welcome__triggers", "support__triggers", "quiz__triggers"
+        "welcome__triggers", "support__triggers", "quiz__triggers", "orders__triggers"
     }  # fmt: skip
     assert "unreachable" not in classes.values()
 
@@ -181,7 +183,7 @@ def test_svg_of_the_examples_is_xml_with_every_story_and_step(examples: Stories)
     root = ET.fromstring(svg)
     assert root.tag == f"{SVG}svg"
     frames = {g.get("id"): g for g in root.iter(f"{SVG}g") if g.get("class") == "story"}
-    assert set(frames) == {"story-fallback", "story-quiz", "story-support", "story-welcome"}
+    assert set(frames) == {"story-fallback", "story-orders", "story-quiz", "story-support", "story-welcome"}
     titles = {"".join(t.itertext()) for g in frames.values() for t in g.iter(f"{SVG}text")}
     assert {"fallback", "quiz", "support", "welcome"} <= titles
     texts = {"".join(t.itertext()) for t in root.iter(f"{SVG}text")}
@@ -230,7 +232,7 @@ def test_layout_boxes_do_not_overlap_and_stay_in_their_frame(
 def test_map_page_is_one_html_document_with_the_svg_inline(examples: Stories) -> None:
     page = map_page(examples)
     assert page.startswith("<!DOCTYPE html>\n<html") and page.endswith("</html>\n")
-    assert page.count("<svg") == 1 and "4 stories, 19 steps, 1 dead end." in page
+    assert page.count("<svg") == 1 and "5 stories, 22 steps, 2 dead ends." in page
     assert "<script" not in page and "<link" not in page
     svg = page[page.index("<svg") : page.index("</svg>") + len("</svg>")]
     ET.fromstring(svg)
@@ -244,7 +246,7 @@ def test_gateway_map_prints_mermaid_and_writes_svg(
     assert code == 0 and out.startswith("flowchart TD\n") and "welcome__ask_city" in out
     target = tmp_path / "map.svg"
     code, out, _ = gateway(["map", str(STORIES), "--svg", str(target)], capsys, monkeypatch)
-    assert (code, out) == (0, f"wrote {target}: 4 stories, 19 steps\n")
+    assert (code, out) == (0, f"wrote {target}: 5 stories, 22 steps\n")
     assert ET.parse(target).getroot().tag == f"{SVG}svg"
     broken = write(tmp_path / "broken" / "s.yml", "stories:\n  s:\n    steps: [{id: a, goto: b}]\n")
     code, out, _ = gateway(["map", str(broken.parent)], capsys, monkeypatch)

@@ -245,3 +245,23 @@ def test_bodies_round_trip_exactly(text: str, html: str) -> None:
 def test_an_unusable_creation_time_still_gives_a_date() -> None:
     for created_at in (1e20, float("nan"), -1e18):
         assert reparse(build_message(job(created_at=created_at), SENDER, max_recipients=10))["Date"].datetime
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "x" * 60 + " ünïcödé " * 8,  # spaces between two encoded-words were lost
+        "Re: [SOS-1495488] Commande et livraison - Demande de retour - bibijolie - 251210-AABBCC - Abo "
+        "actualités digitales 20 semaines d\u2019abonnement à 24 heures, Bilan, Tribune de Genève et "
+        "tous les titres Tamedia",  # CPython gh-144156: glued encoded-words, refused by some servers
+        "0000\x80\x80\x80\x80\x80\x80\x80\x80𐀀𐀀𐀀𐀀𐀀  \x80",  # found by hypothesis
+    ],
+)
+def test_a_long_non_ascii_subject_reads_back_exactly_and_folds_cleanly(subject: str) -> None:
+    raw = wire(build_message(job(subject=subject), SENDER, max_recipients=10))
+    assert reparse(build_message(job(subject=subject), SENDER, max_recipients=10))["Subject"] == clean_header(
+        subject
+    )
+    header = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"?==?" not in header, "two encoded-words glued together"
+    assert all(len(line) <= 78 for line in header.split(b"\r\n"))

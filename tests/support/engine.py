@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from gateway.core.schema import Button, ButtonPress, EmailJob, Inbound
 from gateway.core.store.base import Session
 from worker.engine import Engine, Stories, StoriesError, Turn, load_stories
+from worker.engine.calls import HttpAnswer, HttpRequest
 
 NOW = 1_700_000_000.0
 
@@ -38,13 +40,29 @@ def problems(tmp_path: Path, files: dict[str, str], emails: dict[str, str] | Non
     raise AssertionError("the stories loaded without problems")
 
 
+Api = Callable[[HttpRequest], HttpAnswer]
+
+
+def no_api(request: HttpRequest) -> HttpAnswer:
+    raise AssertionError(f"unexpected call {request}")
+
+
 class Chat:
-    """One conversation: threads the session and the user attributes between turns like the worker."""
+    """One conversation: threads the session and the user attributes between turns like the worker, and
+    answers the turns' http calls with ``api`` (recording each request in ``requests``)."""
 
     def __init__(
-        self, stories: Stories, channel: str = "webchat", user: dict[str, str] | None = None
+        self,
+        stories: Stories,
+        channel: str = "webchat",
+        user: dict[str, str] | None = None,
+        *,
+        api: Api = no_api,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
-        self.engine = Engine(stories)
+        self.engine = Engine(stories, secrets)
+        self.api = api
+        self.requests: list[HttpRequest] = []
         self.channel = channel
         self.session: Session | None = None
         self.user: dict[str, str] = dict(user or {})
@@ -59,7 +77,12 @@ class Chat:
             text=text, button=button, meta={"thread": "t1"}, sent_at=NOW,
         )  # fmt: skip
         self.count += 1
+        answers: list[HttpAnswer] = []
         turn = self.engine.handle(self.session, self.user, message, NOW + self.count)
+        while turn.call is not None:
+            self.requests.append(turn.call)
+            answers.append(self.api(turn.call))
+            turn = self.engine.handle(self.session, self.user, message, NOW + self.count, answers)
         self.session = turn.session
         for name, value in turn.user_changes.items():
             if value is None:

@@ -22,6 +22,7 @@ from gateway.core.schedule.memory import MemorySchedule
 from gateway.core.schema import ConversationKey, Inbound, Reply
 from gateway.core.store.base import Store
 from gateway.core.store.memory import MemoryStore
+from gateway.core.store.users.base import UserIndex
 from tests.support.engine import write
 from tests.support.fakes import FakeTelegram
 from worker.engine import Engine, load_stories
@@ -57,6 +58,7 @@ class TimerRig:
         partitions: int = 4,
         schedule: Schedule | None = None,
         holder: str = "worker-1",
+        users: UserIndex | None = None,
     ) -> None:
         self.folder = write(tmp_path / "stories", {"bot.yml": stories})
         self.engine = Engine(load_stories(self.folder, tmp_path / "emails"))
@@ -76,6 +78,7 @@ class TimerRig:
             metrics=self.metrics,
             clock=self.clock,
             timers=self.timers,
+            users=users,
         )
         self.channel = CapturingChannel("test")
         self.deliverer = Deliverer(

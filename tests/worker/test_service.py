@@ -59,3 +59,37 @@ async def test_replies_go_to_the_instance_the_inbound_names_and_nowhere_else(
     assert (users("a"), users("b"), users("shared")) == (["u1", "u1"], ["u2", "u2"], ["u3", "u3"])
     assert [parse_reply(d.envelope.body).meta for d in got["a"]] == [{"instance": "serve-a"}] * 2
     assert "serve instance gone is gone: 2 replies to webchat:u4:1 dropped" in caplog.text
+
+
+async def test_the_worker_tells_the_user_index_who_wrote_and_from_which_direct_chat(tmp_path: Path) -> None:
+    """A user's message moves their last seen; a direct chat (with its web chat instance) is where a
+    broadcast reaches them; a broadcast's own start is not a message of theirs."""
+    from gateway.core.store.users.base import IndexEntry
+    from gateway.core.store.users.memory import MemoryUserIndex
+
+    bus = MemoryBus(partitions=4)
+    index = MemoryUserIndex()
+    engine = load_engine(settings_for(tmp_path))
+    worker = StoryWorker(bus, MemoryStore(), lambda: engine, users=index)
+    await bus.subscribe(Topic.OUTBOUND, _ignore)
+    await worker.start()
+
+    def message(n: int, chat: str, user: str, at: float, **fields: object) -> Envelope:
+        inbound = Inbound(
+            id=f"m{n}", channel="telegram", chat=chat, user=user, text="hi", sent_at=at, **fields
+        )
+        return Envelope(body=inbound.to_json(), message_id=inbound.id, key=str(inbound.conversation))
+
+    await bus.publish(Topic.INBOUND, [message(1, "7", "7", 100.0, meta={"instance": "serve-a"})])
+    await bus.publish(Topic.INBOUND, [message(2, "-100", "7", 200.0)])  # in a group
+    await bus.publish(Topic.INBOUND, [message(3, "-100", "8", 300.0)])  # only ever in a group
+    await bus.publish(Topic.INBOUND, [message(4, "7", "7", 900.0, kind="broadcast", story="welcome")])
+    await bus.join()
+    await worker.stop()
+    await bus.close()
+    assert await index.entry("telegram", "7") == IndexEntry("7", 200.0, "7", {"instance": "serve-a"})
+    assert await index.entry("telegram", "8") == IndexEntry("8", 300.0, None, {})
+
+
+async def _ignore(delivery: Delivery) -> None:
+    return None

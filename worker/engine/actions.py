@@ -1,5 +1,5 @@
 """Read one action of a step: message (with quick replies), image, set_session/set_user, email, goto, jump,
-follow_up."""
+http (in :mod:`worker.engine.http_reader`), follow_up."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from worker.engine.conditions import Condition
 from worker.engine.entities import clean_address
+from worker.engine.http_reader import HttpActionReader
 from worker.engine.model import (
     Action,
     ButtonSpec,
@@ -22,12 +23,12 @@ from worker.engine.model import (
     Where,
 )
 from worker.engine.problems import Problem
-from worker.engine.reader import ID, Entries, Reader
+from worker.engine.reader import ID, Entries
 from worker.engine.templates import Template, TemplateError, compile_template
 from worker.engine.timer_specs import FOLLOW_UP_KEYS, read_flag, read_timer
 from worker.engine.yaml_source import MappingNode, Node, Source, is_null
 
-ACTION_KINDS = ("message", "image", "set_session", "set_user", "email", "goto", "jump", "follow_up")
+ACTION_KINDS = ("message", "image", "set_session", "set_user", "email", "goto", "jump", "http", "follow_up")
 ACTION_EXTRAS = {"message": ("quick_replies",), "image": ("caption",)}
 ACTION_KEYS = (*ACTION_KINDS, "quick_replies", "caption", "if", "unless")
 EMAIL_KEYS = ("to", "subject", "body", "body_file", "cc", "reply_to", "html", "html_file")
@@ -46,7 +47,7 @@ class StepContext:
     hop: Where | None = None  # the first unconditional goto/jump of the step
 
 
-class ActionReader(Reader):
+class ActionReader(HttpActionReader):
     """Reads actions; collects story references (checked once every file is read) and button payloads."""
 
     def __init__(self, emails_dir: Path) -> None:
@@ -88,6 +89,8 @@ class ActionReader(Reader):
             return self.read_set(kind, value_node, conditions)
         if kind == "email":
             return self.read_email(value_node, conditions)
+        if kind == "http":
+            return self.read_http(value_node, context.step_refs, conditions)
         if kind == "follow_up":
             return self.read_follow_up(value_node, context, conditions)
         target_where = self.where(value_node)

@@ -3,18 +3,34 @@
 No I/O and no clock: the worker loads the session and user attributes, calls :meth:`Engine.handle`,
 then commits the returned session, attribute changes, replies and email jobs in one step. Output
 ids derive from the inbound message id, so handling a redelivered message gives the same ids.
+
+An ``http`` action is the one thing the engine cannot do itself: a turn that reaches a call it has no
+answer for stops there and returns the request (``Turn.call``). The worker makes the call and runs the
+turn again with one more answer; the engine being deterministic, the run reaches the same point and goes
+on. Only the final turn (``call`` None) is committed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.core.schema import Button, EmailJob, Image, Inbound, Reply
 from gateway.core.store.base import Session
+from worker.engine.calls import (
+    MAX_CALLS,
+    REDACTED,
+    HttpAnswer,
+    HttpRequest,
+    SecretValues,
+    build_request,
+    render_url,
+)
 from worker.engine.conditions import Condition
 from worker.engine.entities import FINDERS, clean_address, region_of, split_addresses
+from worker.engine.json_path import NotJson, SavePath, find
 from worker.engine.model import (
+    CallApi,
     FollowUp,
     Goto,
     Jump,
@@ -41,11 +57,21 @@ class Turn:
     replies: list[Reply]
     emails: list[EmailJob]
     # Extensions for logs: how the message was handled ("button", "trigger", "next", "retry",
-    # "fallback", "timer"), None when nothing matched; and what went wrong without stopping the story.
+    # "fallback", "broadcast", "timer"), None when nothing matched; and what went wrong without stopping
+    # the story.
     route: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    # The call the turn waits for: set, the turn is not finished (run it again with the answer).
+    call: HttpRequest | None = None
     # The follow_up actions that ran, in order: the worker turns them into pending timers.
     follow_ups: tuple[FollowUp, ...] = field(default=())
+
+
+def _put(values: dict[str, str], name: str, value: str | None) -> None:
+    if value is None:
+        values.pop(name, None)
+    else:
+        values[name] = value
 
 
 def one_line(text: str) -> str:
@@ -57,11 +83,26 @@ def one_line(text: str) -> str:
 class Engine:
     """Runs the stories; immutable, so one instance serves every conversation and every thread."""
 
-    def __init__(self, stories: Stories) -> None:
+    def __init__(self, stories: Stories, secrets: Mapping[str, str] | None = None) -> None:
         self.stories = stories
+        self.secrets: Mapping[str, str] = secrets or {}  # @secret.NAME, for http actions only
 
-    def handle(self, session: Session | None, user: Mapping[str, str], message: Inbound, now: float) -> Turn:
-        return _Run(self.stories, session, user, message, now).handle()
+    def handle(
+        self,
+        session: Session | None,
+        user: Mapping[str, str],
+        message: Inbound,
+        now: float,
+        answers: Sequence[HttpAnswer] = (),
+    ) -> Turn:
+        """The turn; ``answers`` are those of the turn's http calls so far, in order (see the module)."""
+        run = _Run(self.stories, session, user, message, now)
+        run.secrets = self.secrets
+        run.answers = answers
+        try:
+            return run.handle()
+        except _NeedsAnswer as needed:
+            return Turn(session, {}, [], [], warnings=tuple(run.warnings), call=needed.request)
 
     def fire(
         self,
@@ -70,26 +111,41 @@ class Engine:
         message: Inbound,
         target: TimerTarget,
         now: float,
+        answers: Sequence[HttpAnswer] = (),
     ) -> Turn | None:
         """A timer falls due: enter ``target`` with the session (None: an empty one) and ``@message``
-        empty. None when the target no longer exists (the stories changed since the timer was set)."""
+        empty. None when the target no longer exists (the stories changed since the timer was set).
+        ``answers`` as for :meth:`handle`: a target with http actions stops at each call."""
         story = self.stories.stories.get(target.story)
         step = target.step if target.step is not None else story.entry if story is not None else None
         if story is None or step is None or step not in story.steps:
             return None
         run = _Run(self.stories, session, user, message, now)
+        run.secrets = self.secrets
+        run.answers = answers
         run.said = ""
         if session is not None:
             run.values = dict(session.values)
-        return run.run(story, step, "timer")
+        try:
+            return run.run(story, step, "timer")
+        except _NeedsAnswer as needed:
+            return Turn(session, {}, [], [], warnings=tuple(run.warnings), call=needed.request)
+
+
+class _NeedsAnswer(Exception):
+    """Stops a run at a call it has no answer for yet."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        super().__init__(request.shown)
+        self.request = request
 
 
 class _Run:
     """The state of handling one message."""
 
     __slots__ = (
-        "emails", "follow_ups", "message", "now", "offered", "replies", "said", "session", "stories", "user",
-        "user_changes", "user_copy", "values", "warnings",
+        "answers", "calls", "emails", "follow_ups", "message", "now", "offered", "replies", "said", "secrets",
+        "session", "stories", "user", "user_changes", "user_copy", "values", "warnings",
     )  # fmt: skip
 
     def __init__(
@@ -108,6 +164,9 @@ class _Run:
         self.emails: list[EmailJob] = []
         self.offered: tuple[Button, ...] = ()
         self.warnings: list[str] = []
+        self.secrets: Mapping[str, str] = {}
+        self.answers: Sequence[HttpAnswer] = ()
+        self.calls = 0  # http calls of this turn so far
         self.follow_ups: list[FollowUp] = []
 
     # -- which step handles the message -----------------------------------------------------------
@@ -116,6 +175,8 @@ class _Run:
         stories = self.stories.stories
         session = self.session
         message = self.message
+        if message.kind == "broadcast":
+            return self.broadcast(message.story or "")
         pressed = message.button
         text = message.text
         if pressed is not None:
@@ -148,6 +209,15 @@ class _Run:
             story = stories[fallback]
             return self.run(story, story.entry, "fallback")
         return self.unhandled()
+
+    def broadcast(self, story_id: str) -> Turn:
+        """An operator's broadcast starts the story like a trigger would: a new session, no @message."""
+        story = self.stories.stories.get(story_id)
+        if story is None:  # the stories changed since the broadcast was asked for
+            self.warnings.append(f"broadcast of story {story_id!r}, which the stories no longer have")
+            return self.unhandled()
+        self.said = ""
+        return self.run(story, story.entry, "broadcast")
 
     def match_button(self, buttons: tuple[Button, ...], text: str) -> Button | None:
         """(1) by payload, by title (trimmed, ignoring case), or by number on SMS."""
@@ -253,6 +323,11 @@ class _Run:
                         break
                 elif isinstance(action, SendImage):
                     self.send_image(action)
+                elif isinstance(action, CallApi):
+                    on_error = self.call_api(action)
+                    if on_error is not None:
+                        step_id = on_error
+                        break
                 elif isinstance(action, FollowUp):
                     self.follow_ups.append(action)
             else:
@@ -355,6 +430,60 @@ class _Run:
             )
         )
 
+    def call_api(self, action: CallApi) -> str | None:
+        """Use the answer of this call, or stop the run for it; the ``on_error`` step when it failed."""
+        user = self.user if self.user_copy is None else self.user_copy
+        if self.calls >= MAX_CALLS:
+            answer = HttpAnswer.failed("too many calls")
+        else:
+            scope = SecretValues(self.values, self.secrets)
+            url = render_url(action.url, scope, user, self.said)
+            if url is None:
+                answer = HttpAnswer.failed("bad URL")
+                self.warnings.append(f"http at {action.where}: the url does not render to an http(s) URL")
+            elif self.calls < len(self.answers):  # made before this run: the same request, not built again
+                answer = self.answers[self.calls]
+                self.calls += 1
+            else:
+                key = f"{self.message.id}/h{self.calls}"
+                raise _NeedsAnswer(build_request(action, url, scope, user, self.said, key))
+        return self.use_answer(action, answer)
+
+    def use_answer(self, action: CallApi, answer: HttpAnswer) -> str | None:
+        error = answer.error
+        document: object = None
+        if error is None and action.needs_json:
+            try:
+                document = answer.document()
+            except NotJson:
+                error = "not JSON"
+        if error is not None:
+            self.values["http_error"] = error
+            return action.on_error
+        self.values.pop("http_error", None)
+        for name, path in action.save_session:
+            _put(self.values, name, self.picked(document, path, answer.status))
+        if action.save_user:
+            if self.user_copy is None:
+                self.user_copy = dict(self.user)
+            for name, path in action.save_user:
+                value = self.picked(document, path, answer.status)
+                _put(self.user_copy, name, value)
+                self.user_changes[name] = value
+        return None
+
+    def picked(self, document: object, path: SavePath, status: int) -> str | None:
+        """What ``path`` finds to save (None: nothing); a secret the API echoed is replaced by ***."""
+        try:
+            value = find(document, path, status)
+        except NotJson:  # an object nested too deep to write back as text
+            return None
+        if value is not None:
+            for secret in self.secrets.values():
+                if secret and secret in value:
+                    value = value.replace(secret, REDACTED)
+        return value
+
     # -- output -----------------------------------------------------------------------------------
 
     def reply(self, text: str, buttons: tuple[Button, ...] = (), image: Image | None = None) -> None:
@@ -377,5 +506,5 @@ class _Run:
     def turn(self, session: Session | None, route: str | None) -> Turn:
         return Turn(
             session, self.user_changes, self.replies, self.emails, route, tuple(self.warnings),
-            tuple(self.follow_ups),
+            follow_ups=tuple(self.follow_ups),
         )  # fmt: skip

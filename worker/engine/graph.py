@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from worker.engine.model import Goto, Jump, Step
+from worker.engine.model import CallApi, Goto, Jump, Step
 
 StepKey = tuple[str, str]  # (story id, step id)
 
@@ -17,6 +17,10 @@ def _hops(story: str, step: Step, entries: Mapping[str, str]) -> tuple[list[Step
     """
     possible: list[StepKey] = []
     for action in step.actions:
+        if isinstance(action, CallApi):
+            if action.on_error is not None:
+                possible.append((story, action.on_error))  # only when the call fails: never sure
+            continue
         if isinstance(action, Goto):
             target = (story, action.step)
         elif isinstance(action, Jump):

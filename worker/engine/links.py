@@ -12,6 +12,7 @@ from typing import Literal
 from worker.engine.conditions import Condition
 from worker.engine.model import (
     ButtonSpec,
+    CallApi,
     FollowUp,
     Goto,
     Jump,
@@ -34,10 +35,11 @@ class Link:
     step: str
     label: str
     when: tuple[Condition, ...] = ()
+    uncertain: bool = False  # taken only sometimes, whatever the conditions (an http action's on_error)
 
     @property
     def conditional(self) -> bool:
-        return bool(self.when)
+        return bool(self.when) or self.uncertain
 
 
 def condition_text(when: tuple[Condition, ...]) -> str:
@@ -69,6 +71,10 @@ def step_links(stories: Stories, story: Story, step: Step) -> list[Link]:
     hops_for_sure = False
     plain: list[tuple[ButtonSpec, tuple[Condition, ...]]] = []
     for action in step.actions:
+        if isinstance(action, CallApi):
+            if action.on_error is not None:
+                links.append(Link("goto", story.id, action.on_error, "on_error", action.when, uncertain=True))
+            continue
         if isinstance(action, Goto):
             links.append(Link("goto", story.id, action.step, "goto", action.when))
         elif isinstance(action, Jump):

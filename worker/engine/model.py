@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from worker.engine.conditions import Condition
+from worker.engine.json_path import SavePath
 from worker.engine.templates import Template
 
 Entity = Literal["text", "email", "number", "phone"]
@@ -89,6 +90,48 @@ class Jump:
 
 
 @dataclass(frozen=True, slots=True)
+class JsonLiteral:
+    """A number, ``true``, ``false`` or ``null`` written plainly in an http action's ``json``: sent as is."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class JsonArray:
+    items: tuple[JsonBody, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JsonObject:
+    entries: tuple[tuple[Template, JsonBody], ...]
+
+
+JsonBody = Template | JsonLiteral | JsonArray | JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class CallApi:
+    """An ``http`` action: every string a template; ``host`` is the URL's host when the story writes it."""
+
+    url: Template
+    method: str
+    headers: tuple[tuple[str, Template], ...]
+    json: JsonBody | None
+    body: Template | None
+    timeout: float
+    save_session: tuple[tuple[str, SavePath], ...]
+    save_user: tuple[tuple[str, SavePath], ...]
+    on_error: str | None
+    host: str | None
+    where: Where
+    when: tuple[Condition, ...] = ()
+
+    @property
+    def needs_json(self) -> bool:
+        return any(path.needs_json for _, path in (*self.save_session, *self.save_user))
+
+
+@dataclass(frozen=True, slots=True)
 class TimerTarget:
     """Where a timer leads: a step of ``story`` (a ``goto``), or its entry (``step`` None: a ``jump``)."""
 
@@ -124,7 +167,7 @@ class FollowUp:
     when: tuple[Condition, ...] = ()
 
 
-Action = SendMessage | SendImage | SetValues | SendEmail | Goto | Jump | FollowUp
+Action = SendMessage | SendImage | SetValues | SendEmail | Goto | Jump | CallApi | FollowUp
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,8 +61,11 @@ class Template:
         return f"Template({self.source!r})"
 
 
-def compile_template(source: str, escape: bool = False) -> Template:
-    """Compile ``source``; raises :class:`TemplateError` with the offset of the first problem."""
+def compile_template(source: str, escape: bool = False, secrets: bool = False) -> Template:
+    """Compile ``source``; raises :class:`TemplateError` with the offset of the first problem.
+
+    ``secrets``: ``@secret.NAME`` may be used (an http action's request fields); elsewhere it is an error.
+    """
     parts: list[str | Expr] = []
     literal: list[str] = []
     position = 0
@@ -76,7 +79,7 @@ def compile_template(source: str, escape: bool = False) -> Template:
             literal.append(token[1:])
             position = found.end()
             continue
-        expr, position = parse_template_expression(source, found.end(), start, token)
+        expr, position = parse_template_expression(source, found.end(), start, token, secrets)
         if isinstance(expr, Constant):
             literal.append(html.escape(expr.text) if escape else expr.text)
             continue

@@ -2,7 +2,7 @@
 follow-ups"), as a pure function the worker commits.
 
 - A message from the user cancels the pending timeout and every follow-up not kept on reply; a story
-  started by a trigger or the fallback cancels every timer of the session it replaces.
+  started by a trigger, the fallback or a broadcast cancels every timer of the session it replaces.
 - After a turn that ran (a message, or a timer whose target still exists), the step waiting now gets its
   timeout, counted from now; it replaces any older one (that step no longer waits, or waits afresh).
 - Each follow-up the turn ran is set ``after`` from now; beyond :data:`MAX_FOLLOW_UPS` pending, the oldest
@@ -59,11 +59,10 @@ def plan_turn(
             timers.remove(timer)
             cancelled.append((timer, reason))
 
-    if message.timer is None and turn is not None:  # a message from the user
-        if turn.route in ("trigger", "fallback"):
-            cancel(NEW_STORY, list(timers))
-        else:
-            cancel(REPLY, [t for t in timers if t.kind == "timeout" or not t.keep_on_reply])
+    if turn is not None and turn.route in ("trigger", "fallback", "broadcast"):  # a new session
+        cancel(NEW_STORY, list(timers))
+    elif turn is not None and message.timer is None and message.kind == "message":  # the user wrote
+        cancel(REPLY, [t for t in timers if t.kind == "timeout" or not t.keep_on_reply])
     added: list[PendingTimer] = []
     if turn is not None:
         cancel(REPLACED, [t for t in timers if t.kind == "timeout"])

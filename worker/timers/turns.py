@@ -26,6 +26,7 @@ from gateway.core.schedule.base import Schedule, Scheduled
 from gateway.core.schema import ConversationKey, Inbound
 from gateway.core.store.base import Record, Snapshot
 from worker.engine import Engine, Turn
+from worker.engine.calls import HttpAnswer
 from worker.timers.pending import KIND, PendingTimer, PendingTimers
 from worker.timers.plan import TimerPlan, plan_turn, record_ttl
 
@@ -43,6 +44,14 @@ class PollerHooks(Protocol):
 
     def scheduled(self, partition: int, due_ms: int) -> None:
         """A timer was added to ``partition``'s schedule: wake up earlier if it is due sooner."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerState:
+    """What a turn starts from: the conversation's pending timers, and the one firing (None: a message)."""
+
+    before: PendingTimers
+    fired: PendingTimer | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,26 +95,45 @@ class TimerTurns:
             if early > 0:
                 await asyncio.sleep(min(early, MAX_EARLY_WAIT))
 
-    def run(self, engine: Engine, snapshot: Snapshot, message: Inbound, now: float) -> TimedTurn | None:
-        """The turn for ``message``; None for a firing whose timer is no longer pending (cancelled, fired
-        already, or its conversation's record gone): it is dropped, nothing to commit."""
-        key = message.conversation
-        before = PendingTimers.decode(snapshot.records.get(KIND), key)
-        fired: PendingTimer | None = None
-        turn: Turn | None
-        if message.timer is not None:
-            fired = before.find(message.timer)
-            if fired is None:
-                return None
-            routed = message.model_copy(update={"meta": dict(before.meta)})  # where the replies go
-            turn = engine.fire(snapshot.session, snapshot.user, routed, fired.target, now)
-        else:
-            turn = engine.handle(snapshot.session, snapshot.user, message, now)
-        plan = plan_turn(before, message, turn, engine.stories, now, fired)
+    def start(self, snapshot: Snapshot, message: Inbound) -> TimerState | None:
+        """What the turn of ``message`` starts from; None for a firing whose timer is no longer pending
+        (cancelled, fired already, or its conversation's record gone): it is dropped, nothing to commit."""
+        before = PendingTimers.decode(snapshot.records.get(KIND), message.conversation)
+        if message.timer is None:
+            return TimerState(before, None)
+        fired = before.find(message.timer)
+        return TimerState(before, fired) if fired is not None else None
+
+    def runner(
+        self, engine: Engine, snapshot: Snapshot, message: Inbound, state: TimerState, now: float
+    ) -> Callable[[Sequence[HttpAnswer]], Turn | None]:
+        """The engine call of the turn, given the answers of its http calls so far: the message handled,
+        or the fired timer's target entered (None when that target is gone)."""
+        fired = state.fired
+        if fired is None:
+            return lambda answers: engine.handle(snapshot.session, snapshot.user, message, now, answers)
+        routed = message.model_copy(update={"meta": dict(state.before.meta)})  # where the replies go
+        target = fired.target
+        return lambda answers: engine.fire(snapshot.session, snapshot.user, routed, target, now, answers)
+
+    def finish(
+        self,
+        engine: Engine,
+        snapshot: Snapshot,
+        message: Inbound,
+        state: TimerState,
+        turn: Turn | None,
+        now: float,
+    ) -> TimedTurn:
+        """The finished turn with what it does to the timers: the record to commit, the schedule change."""
+        fired = state.fired
+        plan = plan_turn(state.before, message, turn, engine.stories, now, fired)
         if turn is None:
             assert fired is not None
             gone = f"{fired.target.story}.{fired.target.step or '(entry)'}"
-            log.warning("timer %s of %s dropped: its target %s no longer exists", fired.id, key, gone)
+            log.warning(
+                "timer %s of %s dropped: its target %s no longer exists", fired.id, message.conversation, gone
+            )
             turn = Turn(snapshot.session, {}, [], [], "timer", (f"timer target {gone} is gone",))
         records: dict[str, Record | None] = {}
         if plan.changed:

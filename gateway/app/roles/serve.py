@@ -12,10 +12,14 @@ from channels.delivery import Deliverer
 from channels.ingress import Ingress
 from channels.registry import build_pollers
 from channels.webchat import WebChatChannel
+from gateway.app.admin.api import AdminApi
+from gateway.app.admin.auth import Tokens
 from gateway.app.http import HttpServer, health_routes
 from gateway.app.map_page import MapPage
 from gateway.app.roles.base import Role, Services
+from gateway.app.userdata.service import UserDataService
 from worker.engine import Stories
+from worker.reload import load_engine
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024  # aiohttp's own ceiling; the ingress refuses webhooks over 1 MiB itself
 
@@ -28,11 +32,13 @@ class ServeRole(Role):
         *,
         serve_http: bool = True,
         running_stories: Callable[[], Stories | None] = lambda: None,
+        wake_broadcasts: Callable[[], None] | None = None,
     ) -> None:
         self.services = services
         self.channels = channels
         self.serve_http = serve_http
         self.running_stories = running_stories  # for the map page: the stories a worker here runs, if any
+        self.wake_broadcasts = wake_broadcasts  # a broadcast runner in this process, told of new ones
         settings = services.settings
         web_chat = self.web_chat
         self.deliverer = Deliverer(
@@ -75,6 +81,8 @@ class ServeRole(Role):
         if (web_chat := self.web_chat) is not None:
             web_chat.install(app, self.ingress.accept)
             app.add_routes(MapPage(services.settings, self.running_stories).routes())
+        if services.settings.admin_tokens:
+            admin_api(services, self.running_stories, web_chat, self.wake_broadcasts).install(app)
         return app
 
     async def stop_intake(self) -> None:
@@ -85,7 +93,8 @@ class ServeRole(Role):
 
     async def drain(self, timeout: float) -> None:
         await asyncio.gather(
-            self.deliverer.stop(timeout), *(asyncio.wait_for(task, timeout) for task in self._polling),
+            self.deliverer.stop(timeout),
+            *(asyncio.wait_for(task, timeout) for task in self._polling),
             return_exceptions=True,
         )
 
@@ -104,6 +113,9 @@ class ServeRole(Role):
         lines.append(f"channels: {names}")
         if self.web_chat is not None and self.address is not None:
             lines.append(f"web chat: {_openable(self.address)}/")
+        if settings.admin_tokens and self.address is not None:
+            names = ", ".join(token.name for token in settings.admin_tokens)
+            lines.append(f"admin API: {_openable(self.address)}/api/ (tokens: {names})")
         return lines
 
 
@@ -112,3 +124,30 @@ def _openable(address: str) -> str:
     for wildcard in ("://0.0.0.0:", "://:::", "://[::]:"):
         address = address.replace(wildcard, "://127.0.0.1:")
     return address
+
+
+def admin_api(
+    services: Services,
+    running_stories: Callable[[], Stories | None],
+    web_chat: WebChatChannel | None,
+    wake_broadcasts: Callable[[], None] | None,
+) -> AdminApi:
+    """The admin API of this process: the stories a broadcast may start are the ones a worker here runs,
+    else the stories folder as it is now."""
+    settings = services.settings
+
+    def stories() -> Stories:
+        return running_stories() or load_engine(settings).stories
+
+    users = UserDataService(
+        services.store,
+        services.users,
+        bus=services.bus,
+        dedup_ttl=settings.dedup_ttl,
+        held=web_chat.held if web_chat is not None else None,
+        schedule=services.schedule,
+        partitions=settings.partitions,
+    )
+    return AdminApi(
+        Tokens(settings.admin_tokens), users, services.users.broadcasts, stories, wake=wake_broadcasts
+    )

@@ -6,6 +6,8 @@ from __future__ import annotations
 from gateway.app.roles.base import Role, Services, StoriesRefused
 from gateway.core.settings import Settings
 from worker.engine import Engine, Stories, StoriesError
+from worker.engine.calls import secrets_used
+from worker.http import AddressPolicy, HttpClient
 from worker.reload import StoriesReloader, load_engine
 from worker.service import StoryWorker
 from worker.timers.poller import TimerPoller
@@ -39,6 +41,9 @@ class WorkerRole(Role):
             metrics=services.metrics,
         )
         timers = TimerTurns(schedule, services.bus.partitions, metrics=services.metrics, poller=self.poller)
+        settings = services.settings
+        policy = AddressPolicy(settings.http_allow)
+        self.http = HttpClient(policy, concurrency=settings.http_concurrency, metrics=services.metrics)
         self.story_worker = StoryWorker(
             services.bus,
             services.store,
@@ -46,6 +51,8 @@ class WorkerRole(Role):
             metrics=services.metrics,
             clock=services.clock,
             timers=timers,
+            users=services.users.index,
+            caller=self.http,
         )
 
     @property
@@ -68,5 +75,15 @@ class WorkerRole(Role):
     async def drain(self, timeout: float) -> None:
         await self.story_worker.stop(timeout)
 
+    async def close(self) -> None:
+        await self.http.close()
+
     def describe(self) -> list[str]:
-        return [f"stories: {self.services.settings.stories}"]
+        lines = [f"stories: {self.services.settings.stories}"]
+        used = secrets_used(self.engine.stories)
+        if used:
+            unset = sorted(name for name in used if not self.services.settings.secrets.get(name))
+            shown = ", ".join(f"GATEWAY_SECRET_{name}" for name in unset)
+            missing = f"; NOT SET (sent empty): {shown}" if unset else ""
+            lines.append(f"http secrets: {len(used)} used{missing}")
+        return lines

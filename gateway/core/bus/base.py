@@ -40,10 +40,12 @@ by returning False — it is never an error, because the process that could deli
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 
@@ -71,14 +73,28 @@ class Envelope:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@contextlib.asynccontextmanager
+async def _in_place() -> AsyncIterator[None]:
+    yield
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """An envelope as handed to a handler."""
+    """An envelope as handed to a handler.
+
+    ``aside()``: a handler about to wait on something slow outside (an API a story calls) waits inside
+    ``async with delivery.aside():``, which gives its concurrency slot to other deliveries meanwhile and
+    takes one back before the block ends. Its key's order is kept: the key's next delivery still waits for
+    this handler to finish.
+    """
 
     envelope: Envelope
     topic: Topic
     attempt: int  # 1 on the first handler call for this delivery; grows with in-place retries
     redelivered: bool  # the broker delivered it before (a consumer died holding it)
+    aside: Callable[[], AbstractAsyncContextManager[None]] = field(
+        default=_in_place, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +163,17 @@ class Bus(ABC):
     @abstractmethod
     async def replay_dead_letters(self, topic: Topic, limit: int | None = None) -> int:
         """Move dead letters back onto their topic, oldest first; return how many."""
+
+    @abstractmethod
+    async def remove_dead_letters(
+        self, topic: Topic, matches: Callable[[Envelope], bool]
+    ) -> list[DeadLetter]:
+        """Delete the dead letters of ``topic`` whose envelope ``matches`` (the others stay, in order);
+        return those deleted. For erasing what concerns one user: a dead letter holds their words.
+
+        A broker message the broker itself dead-lettered while packed goes only when every envelope in it
+        matches (it cannot be split); the bus's own dead letters hold one envelope each.
+        """
 
     async def __aenter__(self) -> Bus:
         await self.start()

@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway.core.bus.base import Delivery, Envelope, Handler, Topic
@@ -119,6 +119,7 @@ class Dispatcher:
         self._seq = itertools.count()
         self._running = 0
         self._slot_waiters: deque[asyncio.Future[bool]] = deque()
+        self._resuming: deque[asyncio.Future[bool]] = deque()  # handlers back from aside: served first
         self._held: set[int] = set()
         self._waiting_for_service: set[_Lane] = set()  # paused on Unavailable: woken by any success
         self._stopping = False
@@ -271,13 +272,45 @@ class Dispatcher:
                 self._release_slot()
 
     def _release_slot(self) -> None:
-        """Hand the slot straight to the longest waiter, or free it."""
+        """Hand the slot straight to the longest waiter (handlers back from aside first), or free it."""
+        while self._resuming:
+            waiter = self._resuming.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                return
         while self._slot_waiters:
             waiter = self._slot_waiters.popleft()
             if not waiter.done():
                 waiter.set_result(True)
                 return
         self._running -= 1
+
+    @contextlib.asynccontextmanager
+    async def _aside(self) -> AsyncIterator[None]:
+        """``Delivery.aside``: the running handler's slot goes to the next waiter while it waits outside."""
+        self._release_slot()
+        try:
+            yield
+        except BaseException:
+            self._running += 1  # the slot _drain releases when the call ends (one over the limit, briefly)
+            raise
+        await self._reclaim_slot()
+
+    async def _reclaim_slot(self) -> None:
+        """A slot for a handler already running, before any delivery not started yet (work in hand finishes
+        first), whatever is held or stopping."""
+        while self._running >= self._concurrency:
+            waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._resuming.append(waiter)
+            try:
+                granted = await waiter
+            except asyncio.CancelledError:
+                if not (waiter.done() and not waiter.cancelled() and waiter.result()):
+                    self._running += 1  # as above: _drain releases one when the cancelled call ends
+                raise
+            if granted:
+                return
+        self._running += 1
 
     async def _pause(self, lane: _Lane, delay: float, *, wake_on_success: bool) -> bool:
         """Sleep before a retry (woken early by a success elsewhere when ``wake_on_success``); False if the
@@ -311,7 +344,7 @@ class Dispatcher:
 
     async def _call(self, entry: _Entry) -> float | None:
         raw = entry.raw
-        delivery = Delivery(raw.envelope, self.topic, entry.failures + 1, raw.redelivered)
+        delivery = Delivery(raw.envelope, self.topic, entry.failures + 1, raw.redelivered, self._aside)
         try:
             await self._handler(delivery)
         except Rejected as exc:

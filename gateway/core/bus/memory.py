@@ -15,7 +15,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.core.bus.base import Bus, DeadLetter, Envelope, Handler, Subscription, Topic, partition_of
@@ -311,6 +311,15 @@ class MemoryBus(Bus):
         letters = [dead.popleft() for _ in range(count)]
         await self.publish(topic, [letter.envelope for letter in letters])
         return count
+
+    async def remove_dead_letters(
+        self, topic: Topic, matches: Callable[[Envelope], bool]
+    ) -> list[DeadLetter]:
+        dead = self._dead[topic]
+        removed = [letter for letter in dead if matches(letter.envelope)]
+        if removed:
+            self._dead[topic] = deque(letter for letter in dead if not matches(letter.envelope))
+        return removed
 
     # -- sharing partitions between subscribers --------------------------------------------------
 

@@ -234,6 +234,12 @@ class RedisStore(Store):
             raise RuntimeError("a Redis Cluster store has a client per node, not one")
         return self._client
 
+    @property
+    def pipeline(self) -> CommandPipeline:
+        """The store's pipeline (one node's, or routed by slot on a cluster), shared by the user data, the
+        user index and the broadcasts on Redis."""
+        return self._pipeline
+
     async def load(self, key: ConversationKey, message_id: str, records: Sequence[str] = ()) -> Snapshot:
         keys = self.keys
         check_record_kinds(records)
@@ -326,11 +332,16 @@ class RedisStore(Store):
         return created is not None
 
     async def is_seen(self, namespace: str, item: str) -> bool:
-        found: int = await self._pipeline.execute("EXISTS", self.keys.seen(namespace, item))
-        return found > 0
+        """The marker, or one written under its name before markers were digested (looked for only when
+        there is no marker: a second round trip on the uncommon path; each key in its own slot)."""
+        if await self._pipeline.execute("EXISTS", self.keys.seen(namespace, item)):
+            return True
+        legacy: int = await self._pipeline.execute("EXISTS", self.keys.legacy_seen(namespace, item))
+        return legacy > 0
 
     async def forget_seen(self, namespace: str, item: str) -> None:
         await self._pipeline.execute("DEL", self.keys.seen(namespace, item))
+        await self._pipeline.execute("DEL", self.keys.legacy_seen(namespace, item))
 
     async def lease(self, namespace: str, item: str, holder: str, ttl: float) -> bool:
         taken = await self._pipeline.run(

@@ -187,6 +187,36 @@ async def test_after_max_attempts_a_message_is_dead_lettered_with_the_last_error
     assert before <= letter.failed_at <= time.time()
 
 
+async def test_dead_letters_of_one_user_can_be_removed_leaving_the_others_in_order(bus: Bus) -> None:
+    """What an erase of a user's data does to the dead letters: theirs go, the others stay as they were."""
+    watch = Watch()
+    rejected: list[str] = []
+    sent = [envelope("k", n, user="ada" if n % 3 == 0 else "bob") for n in range(7)]
+
+    async def handler(delivery: Delivery) -> None:
+        rejected.append(delivery.envelope.message_id)
+        watch.changed()
+        raise Rejected("refused")
+
+    subscription = await bus.subscribe(Topic.OUTBOUND, handler)
+    await bus.publish(Topic.OUTBOUND, sent)
+    await watch.until(lambda: len(rejected) == len(sent))
+    await subscription.stop()
+
+    async def all_dead() -> bool:
+        return len(await bus.dead_letters(Topic.OUTBOUND)) == len(sent)
+
+    await eventually(all_dead)
+    removed = await bus.remove_dead_letters(Topic.OUTBOUND, lambda e: e.headers.get("user") == "ada")
+    assert [letter.envelope for letter in removed] == [sent[0], sent[3], sent[6]]
+    assert all(letter.reason == "refused" for letter in removed)
+    assert [d.envelope for d in await bus.dead_letters(Topic.OUTBOUND)] == [
+        e for e in sent if e.headers["user"] == "bob"
+    ]
+    assert await bus.remove_dead_letters(Topic.OUTBOUND, lambda e: e.headers.get("user") == "ada") == []
+    assert await bus.remove_dead_letters(Topic.EMAIL, lambda e: True) == []
+
+
 async def test_rejected_is_dead_lettered_at_once_with_its_reason(bus: Bus) -> None:
     calls: list[str] = []
     watch = Watch()

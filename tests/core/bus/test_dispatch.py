@@ -147,3 +147,111 @@ async def test_work_held_up_by_an_outage_resumes_as_soon_as_another_call_succeed
     await watch.until(lambda: sorted(done) == ["a/0", "b/0", "c/0", "d/0"], timeout=5.0)
     assert dict(calls) == {"a/0": 2, "b/0": 2, "c/0": 2, "d/0": 1}
     assert await dispatcher.stop(timeout=1.0) == []
+
+
+async def test_a_handler_waiting_aside_gives_its_slot_to_other_keys_and_keeps_its_own_order() -> None:
+    """One slot: key a's first call waits on an API outside its slot; b runs meanwhile, a's second waits."""
+    acks = Acks()
+    api = asyncio.Event()
+    log: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        name = delivery.envelope.message_id
+        log.append(f"start {name}")
+        if name == envelope("a", 0).message_id:
+            async with delivery.aside():
+                log.append("waiting on the api")
+                await api.wait()
+        log.append(f"end {name}")
+
+    dispatcher = Dispatcher(Topic.INBOUND, handler, concurrency=1, max_attempts=3, dead_letter=acks.bury)
+    a0, a1, b0 = acks.raw("a", 0), acks.raw("a", 1), acks.raw("b", 0)
+    for raw in (a0, a1, b0):
+        dispatcher.submit(raw)
+    await turns()
+    assert log == [f"start {a0.envelope.message_id}", "waiting on the api", f"start {b0.envelope.message_id}",
+                   f"end {b0.envelope.message_id}"]  # fmt: skip
+    assert acks.done == [b0.envelope.message_id]
+    api.set()
+    await turns()
+    assert log[4:] == [f"end {a0.envelope.message_id}", f"start {a1.envelope.message_id}",
+                       f"end {a1.envelope.message_id}"]  # fmt: skip
+    assert acks.done == [b0.envelope.message_id, a0.envelope.message_id, a1.envelope.message_id]
+    assert dispatcher._running == 0
+    assert await dispatcher.stop(1.0) == []
+
+
+async def test_a_handler_coming_back_from_aside_waits_for_a_free_slot() -> None:
+    acks = Acks()
+    api, busy = asyncio.Event(), asyncio.Event()
+    running: list[int] = []
+    peak: list[int] = []
+
+    async def handler(delivery: Delivery) -> None:
+        running.append(1)
+        peak.append(len(running))
+        if delivery.envelope.key == "a":
+            running.pop()
+            async with delivery.aside():
+                await api.wait()
+            running.append(1)
+            peak.append(len(running))
+        else:
+            await busy.wait()
+        running.pop()
+
+    dispatcher = Dispatcher(Topic.INBOUND, handler, concurrency=1, max_attempts=3, dead_letter=acks.bury)
+    dispatcher.submit(acks.raw("a", 0))
+    dispatcher.submit(acks.raw("b", 0))
+    await turns()
+    api.set()  # a's answer comes while b holds the only slot: a waits for it
+    await turns()
+    assert acks.done == [] and max(peak) == 1
+    busy.set()
+    await turns()
+    assert len(acks.done) == 2 and max(peak) == 1
+    assert dispatcher._running == 0
+
+
+async def test_a_handler_cancelled_while_aside_leaves_the_slot_count_right() -> None:
+    acks = Acks()
+    never = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        async with delivery.aside():
+            await never.wait()
+
+    dispatcher = Dispatcher(Topic.INBOUND, handler, concurrency=2, max_attempts=3, dead_letter=acks.bury)
+    dispatcher.submit(acks.raw("a", 0))
+    dispatcher.submit(acks.raw("b", 0))
+    await turns()
+    left = await dispatcher.stop(0.01)  # cancels both, waiting aside
+    assert len(left) == 2
+    assert dispatcher._running == 0
+
+
+async def test_a_handler_back_from_aside_gets_the_next_slot_before_deliveries_not_started() -> None:
+    acks = Acks()
+    api, busy = asyncio.Event(), asyncio.Event()
+    log: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        key = delivery.envelope.key
+        log.append(f"start {key}")
+        if key == "a":
+            async with delivery.aside():
+                await api.wait()
+        elif key == "b":
+            await busy.wait()
+        log.append(f"end {key}")
+
+    dispatcher = Dispatcher(Topic.INBOUND, handler, concurrency=1, max_attempts=3, dead_letter=acks.bury)
+    for key in ("a", "b", "c"):
+        dispatcher.submit(acks.raw(key, 0))
+    await turns()
+    assert log == ["start a", "start b"]  # a waits aside, b holds the slot, c waits for it
+    api.set()
+    await turns()
+    busy.set()
+    await turns()
+    assert log == ["start a", "start b", "end b", "end a", "start c", "end c"]

@@ -76,3 +76,29 @@ def test_known_collisions_of_naive_joining_are_kept_apart() -> None:
     assert KEYS.session(ConversationKey("a", "b", "c}x")) != KEYS.session(ConversationKey("a", "b", "c"))
     assert KEYS.user("a", "%3A") != KEYS.user("a", ":")
     assert KEYS.seen("ns:a", "b") != KEYS.seen("ns", "a:b")
+
+
+@given(ids, ids)
+def test_markers_and_leases_never_name_their_item(namespace: str, item: str) -> None:
+    """A reply id holds a web chat user's id: the marker's name must not, so an erase leaves none behind."""
+    for name in (KEYS.seen(namespace, "webchat:" + item + "-user"), KEYS.lease(namespace, item + "-user")):
+        assert "-user" not in name and len(name.rsplit(":", 1)[1]) == 32
+    assert KEYS.legacy_seen(namespace, item) == f"gw:seen:{escape(namespace)}:{escape(item)}"
+
+
+@given(ids, ids, ids, ids)
+def test_a_users_own_keys_split_back_into_their_parts(channel: str, user: str, chat: str, kind: str) -> None:
+    key = ConversationKey(channel, chat, user)
+    assert KEYS.user_key_parts(channel, user, KEYS.session(key)) == ["session", chat]
+    assert KEYS.user_key_parts(channel, user, KEYS.processed(key, chat)) == ["done", chat]
+    if kind:
+        assert KEYS.user_key_parts(channel, user, KEYS.record(key, kind)) == ["rec", kind, chat]
+    assert KEYS.user_key_parts(channel, user + "x", KEYS.session(key)) is None
+
+
+@given(ids, st.integers(0, 15))
+def test_a_shard_of_the_user_index_is_one_slot_that_names_no_user(channel: str, shard: int) -> None:
+    parts = [KEYS.user_index(channel, shard, part) for part in ("all", "seen", "route")]
+    assert {hash_tag(name) for name in parts} == {f"users:{escape(channel)}:{shard}"}
+    assert len(set(parts)) == 3
+    assert hash_tag(KEYS.broadcast("b-1")) == "broadcast:b-1"

@@ -329,7 +329,9 @@ async def test_concurrent_calls_share_one_round_trip_and_get_their_own_answers(
         1,
         1,
     ]
-    assert len(sent) == 2  # that batch, then the lone is_seen
+    # Then what looks under the name markers had before they were digested, where no marker was found
+    # (is_seen "never") or one was deleted (forget_seen), and the lone is_seen (no marker: both names).
+    assert [sum(commands_in(payload, name) for payload in sent[1:]) for name in (b"EXISTS", b"DEL")] == [3, 1]
 
 
 async def test_a_batch_holds_at_most_max_batch_calls(redis_url: str, redis_prefix: str) -> None:
@@ -339,7 +341,7 @@ async def test_a_batch_holds_at_most_max_batch_calls(redis_url: str, redis_prefi
     try:
         await store.ping()  # connect before counting
         sent.clear()
-        found = await asyncio.gather(*(store.is_seen("inbound", f"item-{n}") for n in range(10)))
+        found = await asyncio.gather(*(store.opted_out("sms", f"+1555000{n}") for n in range(10)))
     finally:
         await store.close()
     assert found == [False] * 10
@@ -475,5 +477,22 @@ async def test_the_users_expiring_keys_are_indexed_by_the_commit(redis_url: str,
         assert await store.commit(KEY, Commit("m4", None, records={"handoff": None})) is True
         indexed = await store.client.zrange(keys.user_keys(KEY.channel, KEY.user), 0, -1)
         assert keys.record(KEY, "handoff").encode() not in indexed
+    finally:
+        await store.close()
+
+
+async def test_a_marker_written_before_markers_were_digested_still_counts(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Upgrading repeats nothing: a reply recorded as sent by an older release is still found as sent."""
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    try:
+        await store.client.set(store.keys.legacy_seen("sent", "webchat:u1:m1/r0"), b"1", px=60_000)
+        assert await store.is_seen("sent", "webchat:u1:m1/r0") is True
+        assert await store.is_seen("sent", "webchat:u1:m1/r1") is False
+        await store.forget_seen("sent", "webchat:u1:m1/r0")
+        assert await store.is_seen("sent", "webchat:u1:m1/r0") is False
+        assert await store.mark_seen("sent", "webchat:u1:m1/r0", 60.0) is True
+        assert not await store.client.exists(store.keys.legacy_seen("sent", "webchat:u1:m1/r0"))
     finally:
         await store.close()

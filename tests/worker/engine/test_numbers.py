@@ -4,7 +4,7 @@ and division, remainder and rounding against exact fractions."""
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from fractions import Fraction
 
 from hypothesis import assume, example, given
@@ -52,10 +52,18 @@ def test_a_written_number_reads_back_as_itself(number: Decimal) -> None:
     assert write_number(Decimal(written)) == written  # one way to write each number
 
 
-@given(st.from_regex(r"-?[0-9]{1,30}(\.[0-9]{1,30})?", fullmatch=True))
+@given(st.from_regex(r"-?[0-9]{1,25}(\.[0-9]{1,25})?", fullmatch=True))
 def test_text_that_reads_as_a_number_is_written_canonically(text: str) -> None:
     number = read_number(text)
-    assert number == Decimal(text)  # at most 60 digits, but these fit: exact
+    assert number == Decimal(text)  # at most 50 digits, the numbers' precision: exact
+    assert read_number(write_number(number)) == number
+
+
+@given(st.from_regex(r"-?[0-9]{26,40}\.[0-9]{26,40}", fullmatch=True))
+def test_text_with_more_digits_than_the_precision_is_rounded_to_it(text: str) -> None:
+    number = read_number(text)
+    assert number is not None and len(number.as_tuple().digits) <= PRECISION
+    assert number == Context(prec=PRECISION, rounding=ROUND_HALF_UP).create_decimal(text)
     assert read_number(write_number(number)) == number
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.schema import Inbound
 from gateway.core.store.base import Commit
-from tests.support.timers import CountingSchedule, TimerRig, until
+from gateway.core.store.users.memory import MemoryUserIndex
+from tests.support.timers import START, CountingSchedule, TimerRig, until
 from worker.timers.pending import firing
 
 STORIES = """\
@@ -280,3 +282,30 @@ async def test_a_firing_early_by_this_workers_clock_waits_for_it(tmp_path: Path)
         await rig.publish([early])
         assert rig.replies[-1].text == "Still there? [] no note"
         assert rig.replies[-1].created_at >= round(due * 1000) / 1000
+
+
+async def test_a_broadcast_starting_a_story_cancels_the_timers_of_the_session_it_replaces(
+    rig: TimerRig,
+) -> None:
+    await rig.say("remind")
+    await rig.say("ok")  # the kept reminder is pending
+    start = Inbound(
+        id="broadcast:b1:u1", channel="test", chat="u1", user="u1", kind="broadcast", story="signup"
+    )
+    await rig.publish([start])
+    assert rig.replies[-1].text == "What's your email?"
+    assert [t.target.step for t in (await rig.pending()).timers] == ["nudge"], "its own timeout only"
+    assert await rig.wait(3 * 3600) == ["Still there? [] no note"]
+
+
+async def test_a_firing_is_not_a_message_of_the_user(tmp_path: Path) -> None:
+    """The user index counts the user's own messages (retention counts from the last one); a timer that
+    fires is the bot's doing."""
+    index = MemoryUserIndex()
+    async with TimerRig(tmp_path, STORIES, users=index) as rig:
+        await rig.say("signup")
+        seen = await index.entry("test", "u1")
+        assert seen is not None and seen.last_seen == START
+        await rig.wait(600)
+        assert rig.replies[-1].text == "Still there? [] no note"
+        assert await index.entry("test", "u1") == seen

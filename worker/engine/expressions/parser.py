@@ -65,15 +65,18 @@ _READS: Final = {tokens.SESSION: SESSION, tokens.USER: USER, tokens.MESSAGE: MES
 _CLOSERS: Final = {"{{": "}}", "<<": ">>"}
 
 
-def parse_template_expression(source: str, start: int, opened_at: int, opener: str) -> tuple[Expr, int]:
-    """The expression after ``opener`` (at ``opened_at``) and the offset just past its closer."""
+def parse_template_expression(
+    source: str, start: int, opened_at: int, opener: str, secrets: bool = False
+) -> tuple[Expr, int]:
+    """The expression after ``opener`` (at ``opened_at``) and the offset just past its closer; ``secrets``:
+    ``@secret.NAME`` may be read."""
     closer = _CLOSERS[opener]
     plain = _PLAIN_CHAIN.match(source, start)
     if plain is not None and plain.group(2) == closer and plain.end() - start <= MAX_EXPRESSION:
         expr = first_set([_plain(found) for found in _PLAIN_ALTERNATIVE.finditer(plain.group(1))])
         expr.source = source[opened_at : plain.end()]
         return expr, plain.end()
-    lexer = Lexer(source, start, closer, origin=opened_at)
+    lexer = Lexer(source, start, closer, origin=opened_at, secrets=secrets)
     if lexer.current.kind == CLOSE:
         raise TemplateError(
             opened_at, f"empty expression {opener}{closer}; write one such as {opener}@message{closer}"

@@ -38,6 +38,10 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _STRING_ESCAPES: Final = {'"': '"', "'": "'", "\\": "\\"}
 _OTHER_CLOSER: Final = {"}}": ">>", ">>": "}}"}
+# ``@secret.NAME`` (allowed only in an http action's request) reads the session under this prefix, a name
+# no session value can have: only the values an http action renders with answer it.
+SECRET_PREFIX: Final = "@secret."
+RESERVED_SECRETS: Final = frozenset({"KEY"})  # GATEWAY_SECRET_KEY signs the gateway's own tokens
 
 
 class Token:
@@ -62,8 +66,11 @@ class Token:
 class Lexer:
     """Tokens of ``source`` from ``start``; with a ``closer`` (``}}`` or ``>>``) it ends there."""
 
-    def __init__(self, source: str, start: int, closer: str | None, origin: int | None = None) -> None:
+    def __init__(
+        self, source: str, start: int, closer: str | None, origin: int | None = None, secrets: bool = False
+    ) -> None:
         self.source = source
+        self.secrets = secrets  # @secret.NAME may be read
         self.origin = start if origin is None else origin  # where a too long expression is reported
         self.start = start
         self.closer = closer
@@ -125,6 +132,8 @@ class Lexer:
             if source.startswith(".", word_end):
                 raise TemplateError(word_end, "@message has no fields; use @message alone")
             return Token(MESSAGE, "", start, word_end)
+        if word == "secret":
+            return self._secret(source, start, word_end)
         if word not in ("session", "user"):
             shown = f"@{word}" if word else "@"
             hint = " (to subtract, put spaces around '-')" if word.startswith("message-") else ""
@@ -137,6 +146,21 @@ class Lexer:
         if name is None:
             raise TemplateError(word_end + 1, f"@{word}. needs a name of letters, digits, '_' and '-'")
         return Token(SESSION if word == "session" else USER, name.group(), start, name.end())
+
+    def _secret(self, source: str, start: int, word_end: int) -> Token:
+        if not self.secrets:
+            raise TemplateError(
+                start, "@secret.NAME is allowed only in the url, headers, json and body of an http action"
+            )
+        name = _NAME.match(source, word_end + 1) if source.startswith(".", word_end) else None
+        if name is None:
+            raise TemplateError(word_end, "@secret needs a name of letters, digits, '_' and '-'")
+        if name.group() in RESERVED_SECRETS:
+            reserved = name.group()
+            raise TemplateError(
+                start, f"@secret.{reserved} is reserved: GATEWAY_SECRET_{reserved} signs the gateway's tokens"
+            )
+        return Token(SESSION, SECRET_PREFIX + name.group(), start, name.end())
 
     def _string(self, source: str, start: int) -> Token:
         quote = source[start]

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.core.bus.base import Bus, DeadLetter, Envelope, Handler, Subscription, Topic
 from gateway.core.bus.dispatch import Backoff, RawDelivery, require_key
 from gateway.core.bus.rabbit.channels import restored
 from gateway.core.bus.rabbit.connection import BrokerConnection
-from gateway.core.bus.rabbit.dead_letters import buried, peek_dead, replay_dead
+from gateway.core.bus.rabbit.dead_letters import buried, peek_dead, remove_dead, replay_dead
 from gateway.core.bus.rabbit.naming import Topology
 from gateway.core.bus.rabbit.nodes import node_urls
 from gateway.core.bus.rabbit.publisher import Publisher
@@ -197,3 +197,8 @@ class RabbitBus(Bus):
         return await replay_dead(
             self._broker, self.topology, topic, limit, timeout=self.publish_timeout, publish=self.publish
         )
+
+    async def remove_dead_letters(
+        self, topic: Topic, matches: Callable[[Envelope], bool]
+    ) -> list[DeadLetter]:
+        return await remove_dead(self._broker, self.topology, topic, matches, timeout=self.publish_timeout)

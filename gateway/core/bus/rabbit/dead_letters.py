@@ -128,8 +128,54 @@ async def replay_dead(
     return replayed
 
 
+async def remove_dead(
+    broker: BrokerConnection,
+    topology: Topology,
+    topic: Topic,
+    matches: Callable[[Envelope], bool],
+    *,
+    timeout: float,
+) -> list[DeadLetter]:
+    """Acknowledge (delete) the dead letters whose envelopes all match; hand the others back in place.
+
+    Takes every dead letter (up to ``MAX_TAKE`` at once, then again while some were removed), so that
+    the ones handed back keep their order on a quorum queue too.
+    """
+    removed: list[DeadLetter] = []
+    try:
+        if await dead_count(broker, topology, topic, timeout=timeout) == 0:
+            return removed  # the usual case, on the admin channel: one round trip
+        while True:
+            async with oldest_dead(broker, topology, topic, MAX_TAKE, timeout=timeout) as taken:
+                found = 0
+                for message in taken.messages:
+                    letters = records(message, topic)
+                    if letters and all(matches(letter.envelope) for letter in letters):
+                        await message.ack()
+                        taken.acked += 1
+                        found += 1
+                        removed += letters
+                complete = len(taken.messages) < MAX_TAKE
+            if complete or not found:
+                return removed
+    except BusUnavailable:
+        raise
+    except Exception as exc:
+        raise BusUnavailable(f"cannot remove dead letters: {exc!r}") from exc
+
+
+async def dead_count(broker: BrokerConnection, topology: Topology, topic: Topic, *, timeout: float) -> int:
+    """How many messages the topic's dead-letter queue holds now."""
+    broker.require()
+    assert broker.admin_channel is not None
+    async with asyncio.timeout(timeout):
+        channel = await restored(broker.admin_channel)
+        declared = await channel.queue_declare(topology.dead_queue(topic), passive=True)
+    return int(declared.message_count or 0)
+
+
 class Taken:
-    """Messages held on a borrowed channel, and how many of the first ones were acknowledged."""
+    """Messages held on a borrowed channel, and how many were acknowledged (the first ones by a replay)."""
 
     def __init__(self) -> None:
         self.messages: list[AbstractIncomingMessage] = []
