@@ -17,6 +17,10 @@ to the next one, which sends the same ``Idempotency-Key``.
 Replies to a message whose ``meta`` names a serve instance (the web chat) go to that instance's direct
 destination, since only that process holds the browser's socket; if the instance is gone they are
 dropped with a log line (the browser, reconnecting elsewhere, sends its next message there).
+
+Timers (:mod:`worker.timers`): a timer's firing is one more message of its conversation, handled by the
+same load, commit, publish, ack; the pending timers are a record committed with the turn, and the turn's
+change to the schedule is recorded with its outputs and applied after the commit (again on a replay).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from gateway.core import timeline, tracing
 from gateway.core.bus.base import REPLAY_HEADER, Bus, Delivery, Envelope, Subscription, Topic
@@ -38,8 +43,11 @@ from gateway.core.store.users.base import UserIndex, direct_chat
 from worker.engine import Engine, Turn
 from worker.engine.calls import HttpAnswer, HttpRequest
 from worker.http.base import Caller, NoCalls
+from worker.timers.turns import TimedTurn, TimerTurns
 
 log = logging.getLogger("gateway.worker")
+
+T = TypeVar("T", Turn, Turn | None)
 
 MAX_REMEMBERED = 10_000  # messages whose calls are kept for an in-place retry of their commit
 _REPLY_TAG = b"R"
@@ -51,22 +59,29 @@ def record_outputs(turn: Turn) -> list[bytes]:
     return [_REPLY_TAG + r.to_json() for r in turn.replies] + [_EMAIL_TAG + e.to_json() for e in turn.emails]
 
 
-def recorded_output(item: bytes) -> tuple[Topic, bytes]:
-    """One output as :func:`record_outputs` recorded it: the topic it goes to, and its message JSON."""
-    return (Topic.OUTBOUND if item[:1] == _REPLY_TAG else Topic.EMAIL), item[1:]
+def recorded_output(item: bytes) -> tuple[Topic, bytes] | None:
+    """One output as :func:`record_outputs` recorded it: the topic it goes to, and its message JSON; None
+    for a recorded item that is not a message (a timer schedule change)."""
+    tag = item[:1]
+    if tag not in (_REPLY_TAG, _EMAIL_TAG):
+        return None
+    return (Topic.OUTBOUND if tag == _REPLY_TAG else Topic.EMAIL), item[1:]
 
 
 def envelopes_of(message: Inbound, recorded: Sequence[bytes], replay: bool) -> dict[Topic, list[Envelope]]:
     """Turn recorded outputs back into envelopes; the ids were fixed when the turn ran.
 
     Outputs re-published for a message committed before carry :data:`REPLAY_HEADER`, telling the
-    deliverer and the mailer that they may have sent them already.
+    deliverer and the mailer that they may have sent them already. Recorded items that are not messages
+    (a schedule change) are left to their owners.
     """
     key = str(message.conversation)
     headers = tracing.carried({REPLAY_HEADER: "1"} if replay else {})
     out: dict[Topic, list[Envelope]] = {Topic.OUTBOUND: [], Topic.EMAIL: []}
     for item in recorded:
         tag, body = item[:1], item[1:]
+        if tag not in (_REPLY_TAG, _EMAIL_TAG):
+            continue
         topic, kind = (Topic.OUTBOUND, "r") if tag == _REPLY_TAG else (Topic.EMAIL, "e")
         envelopes = out[topic]
         message_id = f"{message.id}/{kind}{len(envelopes)}"
@@ -85,6 +100,7 @@ class StoryWorker:
         clock: Callable[[], float] = time.time,
         users: UserIndex | None = None,
         caller: Caller | None = None,
+        timers: TimerTurns | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -95,6 +111,7 @@ class StoryWorker:
         self.caller = caller or NoCalls()
         # Calls made for messages not committed yet, by message id: (request, answer) in call order.
         self._made: OrderedDict[str, list[tuple[HttpRequest, HttpAnswer]]] = OrderedDict()
+        self.timers = timers  # None: stories run without timers (benchmarks of the bare pipeline)
         self._faults = FaultPoints()
         self._subscription: Subscription | None = None
 
@@ -118,16 +135,38 @@ class StoryWorker:
             self.metrics.handled.labels("rejected").inc()
             raise Rejected(str(exc)) from None
         key = message.conversation
-        snapshot = await self.store.load(key, message.id)
+        timers = self.timers
+        if timers is not None:
+            timers.consumed(key)
+            await timers.wait_until_due(message, self.clock)
+        snapshot = await self.store.load(key, message.id, timers.records if timers is not None else ())
         timeline.mark("turn.loaded", message.id)
         outcome = "handled"
         recorded = snapshot.outputs
         if recorded is None:
-            turn = await self._turn(delivery, snapshot, message)
-            outputs = record_outputs(turn)
-            commit = Commit(message.id, turn.session, turn.user_changes, outputs)
+            now = self.clock()
+            engine = self.engine()  # one engine for the whole turn, whatever a reload does meanwhile
+            timed: TimedTurn | None = None
+            if timers is None:
+                turn = await self._turn(delivery, message, self._handling(engine, snapshot, message, now))
+                outputs = record_outputs(turn)
+                commit = Commit(message.id, turn.session, turn.user_changes, outputs)
+            else:
+                state = timers.start(snapshot, message)
+                if state is None:
+                    log.debug("timer firing %s: the timer is no longer pending; dropped", message.id)
+                    self.metrics.handled.labels("dropped").inc()
+                    return
+                run = timers.runner(engine, snapshot, message, state, now)
+                ran = await self._turn(delivery, message, run)
+                timed = timers.finish(engine, snapshot, message, state, ran, now)
+                turn = timed.turn
+                outputs = record_outputs(turn) + timed.outputs
+                commit = Commit(message.id, turn.session, turn.user_changes, outputs, timed.records)
             if await self.store.commit(key, commit):
                 recorded = tuple(outputs)
+                if timers is not None and timed is not None:
+                    timers.committed(timed, message, now)
             else:  # committed meanwhile by a worker that lost its partition: use its record
                 recorded = (await self.store.load(key, message.id)).outputs or ()
                 outcome = "replayed"
@@ -151,8 +190,10 @@ class StoryWorker:
             for failure in await asyncio.gather(*publishes, return_exceptions=True):
                 if isinstance(failure, BaseException):
                     raise failure
+        if timers is not None:
+            await timers.apply(message, recorded)
         self._faults.reach("after_publish", message.id)
-        if self.users is not None and message.kind == "message":
+        if self.users is not None and message.kind == "message" and message.timer is None:
             await self._note_user(message)
         self.metrics.handled.labels(outcome).inc()
         self.metrics.handle_seconds.observe(time.perf_counter() - started)
@@ -166,19 +207,26 @@ class StoryWorker:
         meta = {INSTANCE_META: instance} if instance else {}
         await self.users.touch(message.channel, message.user, message.sent_at, chat, meta)
 
-    async def _turn(self, delivery: Delivery, snapshot: Snapshot, message: Inbound) -> Turn:
-        """The finished turn: run again with one more answer after each call it stops at."""
-        engine = self.engine()  # one engine for the whole turn, whatever a reload does meanwhile
-        now = self.clock()
-        turn = engine.handle(snapshot.session, snapshot.user, message, now)
-        if turn.call is None:
+    @staticmethod
+    def _handling(
+        engine: Engine, snapshot: Snapshot, message: Inbound, now: float
+    ) -> Callable[[Sequence[HttpAnswer]], Turn]:
+        return lambda answers: engine.handle(snapshot.session, snapshot.user, message, now, answers)
+
+    async def _turn(
+        self, delivery: Delivery, message: Inbound, run: Callable[[Sequence[HttpAnswer]], T]
+    ) -> T:
+        """The finished turn: ``run`` (the engine, given the answers so far) again with one more answer
+        after each call it stops at (a timer's target that is gone gives no turn at all)."""
+        turn = run(())
+        if turn is None or turn.call is None:
             return turn
         made = self._made.setdefault(message.id, [])
         self._made.move_to_end(message.id)
         while len(self._made) > MAX_REMEMBERED:
             self._made.popitem(last=False)
         answers: list[HttpAnswer] = []
-        while turn.call is not None:
+        while turn is not None and turn.call is not None:
             request, n = turn.call, len(answers)
             if n < len(made) and made[n][0] == request:
                 answer = made[n][1]  # made before this in-place retry: not again
@@ -189,7 +237,7 @@ class StoryWorker:
                 made.append((request, answer))
                 self._faults.reach("after_call", message.id)
             answers.append(answer)
-            turn = engine.handle(snapshot.session, snapshot.user, message, now, answers)
+            turn = run(answers)
         return turn
 
     async def _publish(self, message: Inbound, topic: Topic, envelopes: list[Envelope]) -> None:

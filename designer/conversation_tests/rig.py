@@ -1,8 +1,9 @@
 """One gateway in this process for one conversation test: the real worker, deliverer and mailer path.
 
 The embedded bus and the in-memory store carry the messages; a simulated clock drives the store's
-expiry and the worker's timestamps, so "the session expires here" moves time instead of sleeping. The
-stories' http calls get the test's canned answers (``caller``), never the network.
+expiry, the worker's timestamps and the timers, so "the session expires here" moves time instead of
+sleeping, and the timers due meanwhile fire at their due times (:func:`worker.timers.simulation.pass_time`).
+The stories' http calls get the test's canned answers (``caller``), never the network.
 Each test gets its own rig, so no state leaks between tests.
 """
 
@@ -16,6 +17,7 @@ from designer.conversation_tests.capture import CapturingChannel, CapturingTrans
 from gateway.core.bus.base import DeadLetter, Envelope, Topic
 from gateway.core.bus.memory import MemoryBus
 from gateway.core.metrics import Metrics
+from gateway.core.schedule.memory import MemorySchedule
 from gateway.core.schema import ButtonPress, ConversationKey, Inbound
 from gateway.core.store.base import Commit
 from gateway.core.store.memory import MemoryStore
@@ -23,6 +25,9 @@ from mailer.service import Mailer
 from worker.engine import Engine
 from worker.http import Caller, CannedCaller
 from worker.service import StoryWorker
+from worker.timers.poller import TimerPoller
+from worker.timers.simulation import pass_time
+from worker.timers.turns import TimerTurns
 
 START_TIME = 1_700_000_000.0
 SECONDS_PER_MESSAGE = 1.0  # simulated time between two messages of the user
@@ -39,6 +44,9 @@ class SimulatedClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def set_to(self, now: float) -> None:
+        self.now = max(self.now, now)
 
 
 class InProcessGateway:
@@ -62,9 +70,18 @@ class InProcessGateway:
         self.store = MemoryStore(clock=self.clock)
         self.channel = CapturingChannel(key.channel)
         self.transport = CapturingTransport()
+        self.schedule = MemorySchedule(clock=self.clock)
+        self.poller = TimerPoller(self.schedule, self.bus, holder="test", clock=self.clock, metrics=metrics)
+        timers = TimerTurns(self.schedule, self.bus.partitions, metrics=metrics, poller=self.poller)
         self.caller = caller if caller is not None else CannedCaller()
         self.worker = StoryWorker(
-            self.bus, self.store, lambda: engine, metrics=metrics, clock=self.clock, caller=self.caller
+            self.bus,
+            self.store,
+            lambda: engine,
+            metrics=metrics,
+            clock=self.clock,
+            caller=self.caller,
+            timers=timers,
         )
         self.deliverer = Deliverer(
             self.bus, self.store, {key.channel: self.channel}, metrics, rate_limits=False
@@ -108,6 +125,12 @@ class InProcessGateway:
         envelope = Envelope(message.to_json(), message.id, str(message.conversation))
         await self.bus.publish(Topic.INBOUND, [envelope])
         await self.bus.join()
+        return await self._new_dead_letters()
+
+    async def pass_time(self, seconds: float) -> list[DeadLetter]:
+        """Simulated time passes; each timer due meanwhile fires at its due time and is handled completely.
+        Returns what the pipeline dead-lettered."""
+        await pass_time(self.poller, self.clock, self.clock() + seconds, self.bus.join)
         return await self._new_dead_letters()
 
     async def session_ttl(self) -> float | None:

@@ -8,6 +8,7 @@ says what the bot does *not* do. So does an http call that no canned answer of t
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Awaitable
 from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import NoReturn
@@ -33,6 +34,7 @@ from designer.conversation_tests.model import (
 )
 from designer.conversation_tests.rig import InProcessGateway
 from gateway.core.bus.base import DeadLetter
+from gateway.core.durations import format_duration
 from gateway.core.metrics import Metrics
 from gateway.core.schema import ButtonPress, ConversationKey, Reply
 from worker.engine import Engine
@@ -73,7 +75,7 @@ class _Conversation:
         )
         self.replies: deque[Reply] = deque()
         self.emails: deque[EmailMessage] = deque()
-        self.last: Say | Press | None = None  # the user's latest line
+        self.last: Say | Press | Wait | None = None  # the latest line that made the bot act
         self.turn: list[Reply] = []  # every reply to it
         self.unexpected_calls = 0  # calls no canned answer expected, reported so far
 
@@ -101,9 +103,13 @@ class _Conversation:
     # -- the user ---------------------------------------------------------------------------------
 
     async def send(self, item: Say | Press, text: str, button: ButtonPress | None) -> None:
+        await self.acting(item, self.gateway.send(text, button))
+
+    async def acting(self, item: Say | Press | Wait, action: Awaitable[list[DeadLetter]]) -> None:
+        """Run what a line does, and collect what the bot did because of it."""
         channel, transport = self.gateway.channel, self.gateway.transport
         replies_before, emails_before = len(channel.replies), len(transport.messages)
-        dead = await self.gateway.send(text, button)
+        dead = await action
         self.last = item
         self.turn = channel.replies[replies_before:]
         self.replies.extend(self.turn)
@@ -112,7 +118,7 @@ class _Conversation:
             self.dead_lettered(item, dead[0])
         self.calls_expected(item)
 
-    def calls_expected(self, item: Say | Press) -> None:
+    def calls_expected(self, item: Say | Press | Wait) -> None:
         caller = self.gateway.caller
         if not isinstance(caller, CannedCaller) or len(caller.unexpected) == self.unexpected_calls:
             return
@@ -141,12 +147,13 @@ class _Conversation:
         )
 
     async def wait(self, item: Wait) -> None:
+        """Time passes: the timers due meanwhile fire, and what they say is expected after this line."""
         seconds = item.seconds
         if seconds is None:  # just past the TTL of the open session (nothing to expire: the longest)
             seconds = (await self.gateway.session_ttl() or self.longest_ttl) + 1.0
-        self.gateway.clock.advance(seconds)
+        await self.acting(item, self.gateway.pass_time(seconds))
 
-    def dead_lettered(self, item: Say | Press, letter: DeadLetter) -> NoReturn:
+    def dead_lettered(self, item: Say | Press | Wait, letter: DeadLetter) -> NoReturn:
         self.fail(
             item,
             "the message handled all the way (worker, delivery, mailer)",
@@ -160,6 +167,10 @@ class _Conversation:
         """What the user's latest line was, for the context of a failure."""
         if self.last is None:
             return "before the first user line"
+        if isinstance(self.last, Wait):
+            if self.last.seconds is None:
+                return "after session_expires"
+            return f"after wait {format_duration(self.last.seconds)}"
         kind = "user" if isinstance(self.last, Say) else "press"
         return f"after {kind} {show_text(self.last.text if isinstance(self.last, Say) else self.last.title)}"
 

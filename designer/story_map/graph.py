@@ -16,7 +16,7 @@ from worker.engine.model import Goto, Jump, SendEmail, SendImage, SendMessage, S
 from worker.engine.reachability import reachable_steps
 
 NodeKind = Literal["step", "start", "no_match"]
-EdgeKind = Literal["next", "goto", "jump", "button", "retry", "trigger", "fallback"]
+EdgeKind = Literal["next", "goto", "jump", "button", "retry", "timeout", "follow_up", "trigger", "fallback"]
 NO_MATCH = "no match"
 
 

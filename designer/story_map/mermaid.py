@@ -20,6 +20,8 @@ ARROWS = {
     "goto": "-->",
     "button": "-->",
     "retry": "-.->",
+    "timeout": "-.->",
+    "follow_up": "-.->",
     "jump": "==>",
     "trigger": "-->",
     "fallback": "-.->",

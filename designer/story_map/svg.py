@@ -22,10 +22,12 @@ EDGE_COLOURS = {
     "button": "#0f8a7e",
     "jump": "#7b3fb0",
     "retry": "#8a8f98",
+    "timeout": "#b03a5b",
+    "follow_up": "#b03a5b",
     "trigger": "#1b7f3b",
     "fallback": "#d9822b",
 }
-DASHED = {"retry", "fallback"}
+DASHED = {"retry", "fallback", "timeout", "follow_up"}
 STYLE = f"""
 .map {{ font-family: {FONT}; }}
 .frame {{ fill: #f7f8fa; stroke: #d3d7de; }}
@@ -52,7 +54,8 @@ text {{ fill: #1f2328; }}
 def to_svg(graph: StoryGraph) -> str:
     """The whole map as an ``<svg>`` document (UTF-8 text, no XML declaration needed)."""
     layout = layout_map(graph, top=LEGEND_HEIGHT)
-    width = layout.width + 2 * MARGIN
+    legend, legend_width = _legend()
+    width = max(layout.width, legend_width) + 2 * MARGIN
     height = layout.height + 2 * MARGIN
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
@@ -62,7 +65,7 @@ def to_svg(graph: StoryGraph) -> str:
         f"<style>{STYLE}</style>",
         _markers(),
         f'<g transform="translate({MARGIN:.0f} {MARGIN:.0f})">',
-        _legend(),
+        legend,
     ]
     parts.extend(_frame(frame) for frame in layout.frames)
     parts.extend(_route(route) for route in layout.routes if not route.loop)
@@ -86,7 +89,8 @@ def _markers() -> str:
     return f"<defs>{markers}</defs>"
 
 
-def _legend() -> str:
+def _legend() -> tuple[str, float]:
+    """The legend's markup, and how wide it is (the drawing is at least that wide)."""
     items: list[str] = []
     x = 0.0
     y = 12.0
@@ -115,7 +119,7 @@ def _legend() -> str:
     text("never reached")
     swatch("stub")
     text("another story")
-    for kind in ("next", "goto", "button", "jump", "retry"):
+    for kind in ("next", "goto", "button", "jump", "retry", "timeout"):
         colour = EDGE_COLOURS[kind]
         dash = ' stroke-dasharray="5 3"' if kind in DASHED else ""
         items.append(
@@ -123,9 +127,9 @@ def _legend() -> str:
             f'marker-end="url(#arrow-{kind})"/>'
         )
         x += 30
-        text(kind if kind != "button" else "[button]")
+        text({"button": "[button]", "timeout": "timeout, follow-up"}.get(kind, kind))
     text("dashed: conditional (if / unless)")
-    return "\n".join(items)
+    return "\n".join(items), x
 
 
 def _frame(frame: Frame) -> str:

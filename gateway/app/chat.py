@@ -3,6 +3,10 @@
 One line in, the bot's replies out, so piped input works too. Each line waits for its whole turn (the
 worker handled it, its replies were printed, its emails sent) before the next is read; at the end of input
 the process exits 0.
+
+Timers fire in real time (a timeout's nudge is printed unprompted while the terminal waits), and
+``/wait 10m`` skips time: every timer due meanwhile fires at its due time, in order, before the next line
+is read. The session's expiry follows the same clock, so ``/wait 31m`` also ends a 30-minute session.
 """
 
 from __future__ import annotations
@@ -19,10 +23,28 @@ from gateway.app.process import Gateway, report_startup_error
 from gateway.app.roles.base import RoleName, StartupError
 from gateway.core.bus.base import Envelope, Topic
 from gateway.core.bus.memory import MemoryBus
+from gateway.core.durations import parse_duration
+from gateway.core.schedule.memory import MemorySchedule
 from gateway.core.schema import Inbound
 from gateway.core.settings import Settings
+from gateway.core.store.memory import MemoryStore
+from worker.timers.simulation import pass_time
 
 PROMPT = "> "
+WAIT = "/wait"
+
+
+class ShiftedClock:
+    """The wall clock, plus the time skipped with ``/wait``."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def set_to(self, now: float) -> None:
+        self.offset += max(0.0, now - self())
 
 
 async def chat(settings: Settings, *, user: str) -> int:
@@ -35,7 +57,17 @@ async def chat(settings: Settings, *, user: str) -> int:
     # terminal conversation is a designer's sandbox, and waiting for a turn needs the embedded bus.
     settings = dataclasses.replace(settings, amqp_url=None, redis_url=None)
     bus = MemoryBus(partitions=settings.partitions, max_attempts=settings.max_attempts)
-    gateway = Gateway(settings, frozenset(RoleName), channels=[console], serve_http=False, bus=bus)
+    clock = ShiftedClock()
+    gateway = Gateway(
+        settings,
+        frozenset(RoleName),
+        channels=[console],
+        serve_http=False,
+        bus=bus,
+        store=MemoryStore(processed_ttl=settings.processed_ttl, clock=clock),
+        schedule=MemorySchedule(clock=clock),
+        clock=clock,
+    )
     try:
         await gateway.start()
     except StartupError as exc:
@@ -54,6 +86,9 @@ async def chat(settings: Settings, *, user: str) -> int:
             text = line.rstrip("\r\n")
             if not text.strip():
                 continue
+            if text.split(maxsplit=1)[0] == WAIT:
+                await skip_time(gateway, bus, clock, text)
+                continue
             message = Inbound(
                 id=f"console:{user}:{session}:{n}",
                 channel="console",
@@ -70,3 +105,17 @@ async def chat(settings: Settings, *, user: str) -> int:
     finally:
         await gateway.stop()
     return 0
+
+
+async def skip_time(gateway: Gateway, bus: MemoryBus, clock: ShiftedClock, command: str) -> None:
+    """``/wait DURATION``: time passes at once; the timers due meanwhile fire in order."""
+    try:
+        seconds = parse_duration(command[len(WAIT) :].strip())
+    except ValueError:
+        print(f"usage: {WAIT} DURATION, such as {WAIT} 10m (units s, m, h, d)", file=sys.stderr)
+        return
+    assert gateway.worker is not None
+    poller = gateway.worker.poller
+    await pass_time(poller, clock, clock() + seconds, bus.join)
+    poller.wake()  # its next due time is now closer on the shifted clock
+    print(f"({command[len(WAIT) :].strip()} later)", file=sys.stderr)

@@ -35,7 +35,8 @@ from gateway.core import timeline, tracing
 from gateway.core.bus.base import Bus
 from gateway.core.errors import SettingsError, Unavailable
 from gateway.core.metrics import Metrics
-from gateway.core.services import build_bus, build_store, build_user_stores
+from gateway.core.schedule.base import Schedule
+from gateway.core.services import build_bus, build_schedule, build_store, build_user_stores
 from gateway.core.settings import Settings
 from gateway.core.store.base import Store
 from worker.engine import Stories
@@ -84,6 +85,8 @@ class Gateway:
         metrics: Metrics | None = None,
         bus: Bus | None = None,
         store: Store | None = None,
+        schedule: Schedule | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.role_names = frozenset(roles)
@@ -92,6 +95,8 @@ class Gateway:
         self.metrics = metrics or Metrics()
         self.bus = bus
         self.store = store
+        self.schedule = schedule
+        self.clock = clock
         self.roles: list[Role] = []  # started ones, in start order
         self.serve: ServeRole | None = None
         self.worker: WorkerRole | None = None
@@ -112,6 +117,9 @@ class Gateway:
         engine = engine_or_refuse(settings) if RoleName.WORKER in names else None  # before connecting
         bus = self.bus = self.bus or build_bus(settings)
         store = self.store = self.store or build_store(settings)
+        schedule = None
+        if engine is not None or RoleName.SERVE in names:  # the stories' timers; an erase takes them out
+            schedule = self.schedule = self.schedule or build_schedule(settings)
         if self.channels is None:
             try:
                 serving = RoleName.SERVE in names
@@ -122,7 +130,10 @@ class Gateway:
         await wait_until_ready("broker (GATEWAY_AMQP_URL)", bus.start, deadline)
         await wait_until_ready("store (GATEWAY_REDIS_URL)", store.ping, deadline)
 
-        services = Services(settings, bus, store, self.metrics, build_user_stores(store))
+        if schedule is not None:
+            await wait_until_ready("store (GATEWAY_REDIS_URL)", schedule.ping, deadline)
+        users = build_user_stores(store)
+        services = Services(settings, bus, store, self.metrics, users, schedule, self.clock)
         if RoleName.MAILER in names:
             await self._start(MailerRole(services))
         if engine is not None:
@@ -179,6 +190,8 @@ class Gateway:
             await _logged(self.bus.close())
         if self.store is not None:
             await _logged(self.store.close())
+        if self.schedule is not None:
+            await _logged(self.schedule.close())
         if self.settings.timeline is not None:
             names = "+".join(sorted(name.value for name in self.role_names))
             timeline.save(self.settings.timeline / f"{names}-{os.getpid()}.tsv")

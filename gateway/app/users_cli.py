@@ -18,7 +18,7 @@ from gateway.app.userdata.checks import Refused, attribute_changes
 from gateway.app.userdata.service import UserDataService
 from gateway.core.bus.base import Bus
 from gateway.core.errors import SettingsError, Unavailable
-from gateway.core.services import build_bus, build_store, build_user_stores
+from gateway.core.services import build_bus, build_schedule, build_store, build_user_stores
 from gateway.core.settings import Settings
 
 NEEDS_BROKER = frozenset({"export", "erase"})  # they look at the dead letters
@@ -67,11 +67,19 @@ async def run_users_command(
         print(f"error: {exc}", file=sys.stderr)
         return 2
     store = build_store(settings)
+    schedule = build_schedule(settings)
     bus: Bus | None = build_bus(settings) if action in NEEDS_BROKER else None
     try:
         if bus is not None:
             await bus.start()
-        service = UserDataService(store, build_user_stores(store), bus=bus, dedup_ttl=settings.dedup_ttl)
+        service = UserDataService(
+            store,
+            build_user_stores(store),
+            bus=bus,
+            dedup_ttl=settings.dedup_ttl,
+            schedule=schedule,
+            partitions=settings.partitions,
+        )
         who = who_asks()
         found: Any
         if action == "show":
@@ -93,4 +101,5 @@ async def run_users_command(
         if bus is not None:
             await bus.close()
         await store.close()
+        await schedule.close()
     return 0

@@ -14,3 +14,12 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"not a duration: {text!r} (use a number with s, m, h or d)")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as people write them: the largest unit that divides it (``600`` → ``10m``, ``90`` → ``90s``,
+    ``1.5`` → ``1.5s``)."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

@@ -35,6 +35,26 @@ class Metrics:
         )
         self.emails = Counter("gateway_emails", "Email jobs by outcome", ["outcome"], registry=r)
         self.ready = Gauge("gateway_ready", "1 when the broker and the store answer", registry=r)
+        self.timers_pending = Gauge(
+            "gateway_timers_pending",
+            "Timers waiting to fall due in the schedule partitions this process polls (sum over processes)",
+            registry=r,
+        )
+        self.timers_fired = Counter(
+            "gateway_timers_fired", "Timers that fell due and ran their target", ["kind"], registry=r
+        )
+        self.timers_cancelled = Counter(
+            "gateway_timers_cancelled",
+            "Timers cancelled before they fell due (reply, new_story, replaced) or dropped (target_gone)",
+            ["reason"],
+            registry=r,
+        )
+        self.timer_lateness = Histogram(
+            "gateway_timer_lateness_seconds",
+            "From a timer's due time to its turn in a worker",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
         self.http_calls = Counter(
             "gateway_http_calls",
             "Calls of the stories' http actions by host and outcome (ok, status, timeout, network, ...)",

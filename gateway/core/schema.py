@@ -85,16 +85,22 @@ class Inbound(_Wire):
     user_name: str | None = None
     # Channel-specific routing data a reply must carry back (a Slack thread, a web chat instance).
     meta: dict[str, str] = Field(default_factory=dict)
+    # Set on a timer's firing (not a message of the user): the id of the timer, among the conversation's
+    # pending timers, that falls due; ``sent_at`` is then its due time.
+    timer: str | None = None
     # "broadcast": not the user's message but an operator's broadcast starting ``story`` for them, in
     # order with their messages (id "broadcast:<broadcast id>:<user>", so a broadcast starts it once).
     kind: Literal["message", "broadcast"] = "message"
     story: str | None = None
 
     def to_json(self) -> bytes:
-        """A user's message is written without ``kind`` and ``story``, as before they existed, so that
-        workers of the previous release still read every message but a broadcast's."""
-        if self.kind == "message":
-            return self.model_dump_json(exclude={"kind", "story"}).encode()
+        """A user's message is written without ``kind``, ``story`` and ``timer``, as before they existed, so
+        that workers of the previous release still read every message but a broadcast's and a firing's."""
+        left_out = {"kind", "story"} if self.kind == "message" else set()
+        if self.timer is None:
+            left_out.add("timer")
+        if left_out:
+            return self.model_dump_json(exclude=left_out).encode()
         return super().to_json()
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""The bus and the store the settings name: RabbitMQ and Redis, or their in-process stand-ins."""
+"""The bus, the store and the timer schedule the settings name: RabbitMQ and Redis, or their in-process
+stand-ins."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.core.bus.base import Bus
+from gateway.core.schedule.base import Schedule
 from gateway.core.settings import Settings
 from gateway.core.store.base import Store
 from gateway.core.store.broadcasts.base import Broadcasts
@@ -47,6 +49,16 @@ def build_store(settings: Settings, clock: Callable[[], float] | None = None) ->
     )
 
 
+def build_schedule(settings: Settings, clock: Callable[[], float] | None = None) -> Schedule:
+    """The timer schedule beside the store: on Redis when ``GATEWAY_REDIS_URL`` is set, else in memory (its
+    leases on ``clock``, if given)."""
+    if settings.redis_url is None:
+        from gateway.core.schedule.memory import MemorySchedule
+
+        return MemorySchedule() if clock is None else MemorySchedule(clock=clock)
+    from gateway.core.schedule.redis import RedisSchedule
+
+    return RedisSchedule(settings.redis_url, prefix=settings.redis_prefix, cluster=settings.redis_cluster)
 @dataclass(frozen=True, slots=True)
 class UserStores:
     """What the store keeps about users beyond a conversation's turn, on the same backend as the store."""

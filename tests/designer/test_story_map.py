@@ -92,7 +92,7 @@ def test_mermaid_of_the_examples(examples: Stories) -> None:
         "quiz": ["quiz__triggers", *(f"quiz__{s}" for s in (
             "ask1", "answer1", "ask2", "answer2", "right2", "ask3", "unclear3", "right3", "wrong3",
             "score"))],
-        "support": ["support__triggers", "support__ask", "support__ticket"],
+        "support": ["support__triggers", "support__ask", "support__nudge", "support__ticket"],
         "welcome": ["welcome__triggers", *(f"welcome__{s}" for s in (
             "start", "save_name", "ask_city", "other", "save_city"))],
     }  # fmt: skip
@@ -110,10 +110,12 @@ def test_mermaid_of_the_examples(examples: Stories) -> None:
         ("quiz__unclear3", "-->", "goto", "quiz__ask3"),
         ("quiz__score", "-->", "[Help]", "support__ask"),
         ("orders__look_up", "-.->", "on_error", "orders__not_found"),  # only when the call fails
+        ("support__ask", "-.->", "timeout 10m", "support__nudge"),  # a timeout: dashed, with its delay
+        ("support__nudge", "-->", "next", "support__ticket"),
     ]
     for edge in expected:
         assert edge in edges
-    assert len(edges) == len(set(edges)) == 36
+    assert len(edges) == len(set(edges)) == 38
     nodes = {node for members in groups.values() for node in members}
     assert {s for s, *_ in edges} <= nodes and {t for *_, t in edges} <= nodes
     assert classes["support__ticket"] == classes["orders__look_up"] == "deadEnd"
@@ -136,6 +138,44 @@ def test_mermaid_escapes_what_would_break_a_label(tmp_path: Path) -> None:
     assert ("loop__two", "-.->", "goto if @session.again", "loop__one") in edges
     assert classes["main__orphan"] == "unreachable"
     assert classes["loop__one"] == classes["loop__two"] == "unreachable"
+
+
+def test_timers_are_dashed_edges_labelled_with_their_delay(tmp_path: Path) -> None:
+    write(tmp_path / "stories" / "s.yml", """\
+        stories:
+          main:
+            triggers: [go]
+            steps:
+              - id: ask
+                actions:
+                  - message: Email?
+                  - follow_up: {after: 2d, goto: later, keep_on_reply: true}
+                  - follow_up: {after: 90s, jump: other}
+                    if: "@session.x"
+                next: later
+                timeout: {after: 10m, goto: nudge}
+              - id: nudge
+                actions:
+                  - message: Still there?
+              - id: later
+                actions:
+                  - message: Later.
+          other:
+            steps:
+              - id: only
+                actions:
+                  - message: Reached only by time.
+        """)  # fmt: skip
+    stories = load_stories(tmp_path / "stories")
+    _, edges, classes = parse_mermaid(to_mermaid(build_graph(stories)))
+    assert ("main__ask", "-.->", "timeout 10m", "main__nudge") in edges
+    assert ("main__ask", "-.->", "follow-up 2d, kept on reply", "main__later") in edges
+    assert ("main__ask", "-.->", "follow-up 90s if @session.x", "other__only") in edges
+    assert "unreachable" not in classes.values(), "a step a timer leads to is reached"
+    svg = to_svg(build_graph(stories))
+    assert 'class="edge timeout" stroke="#b03a5b" stroke-dasharray="5 3"' in svg
+    assert 'class="edge follow_up" stroke="#b03a5b" stroke-dasharray="5 3"' in svg
+    ET.fromstring(svg)
 
 
 def test_svg_of_the_examples_is_xml_with_every_story_and_step(examples: Stories) -> None:
@@ -192,7 +232,7 @@ def test_layout_boxes_do_not_overlap_and_stay_in_their_frame(
 def test_map_page_is_one_html_document_with_the_svg_inline(examples: Stories) -> None:
     page = map_page(examples)
     assert page.startswith("<!DOCTYPE html>\n<html") and page.endswith("</html>\n")
-    assert page.count("<svg") == 1 and "5 stories, 21 steps, 2 dead ends." in page
+    assert page.count("<svg") == 1 and "5 stories, 22 steps, 2 dead ends." in page
     assert "<script" not in page and "<link" not in page
     svg = page[page.index("<svg") : page.index("</svg>") + len("</svg>")]
     ET.fromstring(svg)
@@ -206,7 +246,7 @@ def test_gateway_map_prints_mermaid_and_writes_svg(
     assert code == 0 and out.startswith("flowchart TD\n") and "welcome__ask_city" in out
     target = tmp_path / "map.svg"
     code, out, _ = gateway(["map", str(STORIES), "--svg", str(target)], capsys, monkeypatch)
-    assert (code, out) == (0, f"wrote {target}: 5 stories, 21 steps\n")
+    assert (code, out) == (0, f"wrote {target}: 5 stories, 22 steps\n")
     assert ET.parse(target).getroot().tag == f"{SVG}svg"
     broken = write(tmp_path / "broken" / "s.yml", "stories:\n  s:\n    steps: [{id: a, goto: b}]\n")
     code, out, _ = gateway(["map", str(broken.parent)], capsys, monkeypatch)

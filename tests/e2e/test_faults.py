@@ -4,10 +4,8 @@ coming back, unreachable services at start, a message that does not parse, a wor
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -15,6 +13,7 @@ import pytest
 
 from gateway.core.bus.base import Envelope, Topic
 from gateway.core.bus.rabbit import RabbitBus
+from tests.support.clusters import PrivateRabbit
 from tests.support.deployment import TelegramUser, address_of, sent_texts
 from tests.support.fakes import FakeTelegram, telegram_text_update
 from tests.support.faults import PrivateRedis, TcpProxy, free_port
@@ -107,15 +106,20 @@ async def test_broker_outage_answers_503_then_carries_on(
     assert worker.process is not None and worker.process.returncode is None
 
 
-def rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=120)
+@pytest.fixture
+def private_rabbit(tmp_path: Path) -> Iterator[PrivateRabbit]:
+    """A RabbitMQ node of this test's own, so that killing it leaves the machine's broker alone."""
+    with PrivateRabbit(tmp_path / "rabbit") as rabbit:
+        yield rabbit
 
 
-async def test_real_broker_restart_loses_nothing(start_role: Start, telegram: FakeTelegram) -> None:
-    """Messages accepted before a RabbitMQ restart are on disk; every role reconnects by itself."""
-    serve = await start_role("serve")
-    worker = await start_role("worker")
+async def test_real_broker_killed_and_restarted_loses_nothing(
+    start_role: Start, telegram: FakeTelegram, private_rabbit: PrivateRabbit
+) -> None:
+    """Messages accepted before RabbitMQ is killed (kill -9) are on disk; every role reconnects by itself."""
+    broker = {"GATEWAY_AMQP_URL": private_rabbit.amqp_url}
+    serve = await start_role("serve", **broker)
+    worker = await start_role("worker", **broker)
     address = await address_of(serve)
     async with aiohttp.ClientSession() as http:
         user = TelegramUser(http, address, chat_id=32, first_update=200)
@@ -126,14 +130,14 @@ async def test_real_broker_restart_loses_nothing(start_role: Start, telegram: Fa
         for n in range(1, 6):  # accepted while no worker runs: they wait in RabbitMQ
             assert await user.say(f"n{n}") == 200
 
-        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        await asyncio.to_thread(private_rabbit.kill_node, 0)
         try:
             update = telegram_text_update(user.next_update + 1, 32, "n6")
             assert await user.post(update) == 503
         finally:
-            await asyncio.to_thread(rabbitmqctl, "start_app")
+            await asyncio.to_thread(private_rabbit.restart_node, 0)
         await post_until_accepted(user, update)
-        await start_role("worker")
+        await start_role("worker", **broker)
         await telegram.wait_for_calls(7, method="sendMessage", ok=True, timeout=30)
     assert sent_texts(telegram, 32) == [f"got n{n}" for n in range(7)]
 

@@ -1136,3 +1136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class PrivateRabbit(RabbitCluster):
+    """One RabbitMQ node of a test's own (not clustered), that a test may kill -9 and start again, leaving
+    the machine's broker alone."""
+
+    size = 1
+    letters = "a"

@@ -1,5 +1,5 @@
 """Read one action of a step: message (with quick replies), image, set_session/set_user, email, goto, jump,
-http (in :mod:`worker.engine.http_reader`)."""
+http (in :mod:`worker.engine.http_reader`), follow_up."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from worker.engine.http_reader import HttpActionReader
 from worker.engine.model import (
     Action,
     ButtonSpec,
+    FollowUp,
     Goto,
     Jump,
     SendEmail,
@@ -24,9 +25,10 @@ from worker.engine.model import (
 from worker.engine.problems import Problem
 from worker.engine.reader import ID, Entries
 from worker.engine.templates import Template, TemplateError, compile_template
+from worker.engine.timer_specs import FOLLOW_UP_KEYS, read_flag, read_timer
 from worker.engine.yaml_source import MappingNode, Node, Source, is_null
 
-ACTION_KINDS = ("message", "image", "set_session", "set_user", "email", "goto", "jump", "http")
+ACTION_KINDS = ("message", "image", "set_session", "set_user", "email", "goto", "jump", "http", "follow_up")
 ACTION_EXTRAS = {"message": ("quick_replies",), "image": ("caption",)}
 ACTION_KEYS = (*ACTION_KINDS, "quick_replies", "caption", "if", "unless")
 EMAIL_KEYS = ("to", "subject", "body", "body_file", "cc", "reply_to", "html", "html_file")
@@ -89,6 +91,8 @@ class ActionReader(HttpActionReader):
             return self.read_email(value_node, conditions)
         if kind == "http":
             return self.read_http(value_node, context.step_refs, conditions)
+        if kind == "follow_up":
+            return self.read_follow_up(value_node, context, conditions)
         target_where = self.where(value_node)
         if kind == "goto":
             step = self.identifier(value_node, "goto step")
@@ -105,6 +109,28 @@ class ActionReader(HttpActionReader):
         if not conditions and context.hop is None:
             context.hop = target_where
         return Jump(story, conditions)
+
+    def read_follow_up(
+        self, node: Node, context: StepContext, when: tuple[Condition, ...]
+    ) -> FollowUp | None:
+        draft = read_timer(self, node, "follow_up", FOLLOW_UP_KEYS, context.story)
+        if draft is None:
+            return None
+        keep = False
+        if "keep_on_reply" in draft.entries:
+            flag = read_flag(self, draft.entries["keep_on_reply"][1], "keep_on_reply")
+            if flag is None:
+                return None
+            keep = flag
+        self.timer_ref(draft.target.story, draft.target.step, draft.target_where, context)
+        return FollowUp(draft.after, draft.target, keep, when)
+
+    def timer_ref(self, story: str, step: str | None, where: Where, context: StepContext) -> None:
+        """A timer's target, checked once its story (a goto) or every file (a jump) is read."""
+        if step is not None:
+            context.step_refs.append((step, where))
+        else:
+            self.story_refs.append((story, where, "jump"))
 
     def read_message(
         self, node: Node, found: Entries, context: StepContext, when: tuple[Condition, ...]

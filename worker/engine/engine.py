@@ -31,6 +31,7 @@ from worker.engine.entities import FINDERS, clean_address, region_of, split_addr
 from worker.engine.json_path import NotJson, SavePath, find
 from worker.engine.model import (
     CallApi,
+    FollowUp,
     Goto,
     Jump,
     SendEmail,
@@ -40,6 +41,7 @@ from worker.engine.model import (
     Step,
     Stories,
     Story,
+    TimerTarget,
 )
 
 MAX_HOPS = 64  # steps entered for one message before a goto/jump loop is cut short
@@ -55,11 +57,14 @@ class Turn:
     replies: list[Reply]
     emails: list[EmailJob]
     # Extensions for logs: how the message was handled ("button", "trigger", "next", "retry",
-    # "fallback", "broadcast"), None when nothing matched; and what went wrong without stopping the story.
+    # "fallback", "broadcast", "timer"), None when nothing matched; and what went wrong without stopping
+    # the story.
     route: str | None = None
     warnings: tuple[str, ...] = field(default=())
     # The call the turn waits for: set, the turn is not finished (run it again with the answer).
     call: HttpRequest | None = None
+    # The follow_up actions that ran, in order: the worker turns them into pending timers.
+    follow_ups: tuple[FollowUp, ...] = field(default=())
 
 
 def _put(values: dict[str, str], name: str, value: str | None) -> None:
@@ -99,6 +104,33 @@ class Engine:
         except _NeedsAnswer as needed:
             return Turn(session, {}, [], [], warnings=tuple(run.warnings), call=needed.request)
 
+    def fire(
+        self,
+        session: Session | None,
+        user: Mapping[str, str],
+        message: Inbound,
+        target: TimerTarget,
+        now: float,
+        answers: Sequence[HttpAnswer] = (),
+    ) -> Turn | None:
+        """A timer falls due: enter ``target`` with the session (None: an empty one) and ``@message``
+        empty. None when the target no longer exists (the stories changed since the timer was set).
+        ``answers`` as for :meth:`handle`: a target with http actions stops at each call."""
+        story = self.stories.stories.get(target.story)
+        step = target.step if target.step is not None else story.entry if story is not None else None
+        if story is None or step is None or step not in story.steps:
+            return None
+        run = _Run(self.stories, session, user, message, now)
+        run.secrets = self.secrets
+        run.answers = answers
+        run.said = ""
+        if session is not None:
+            run.values = dict(session.values)
+        try:
+            return run.run(story, step, "timer")
+        except _NeedsAnswer as needed:
+            return Turn(session, {}, [], [], warnings=tuple(run.warnings), call=needed.request)
+
 
 class _NeedsAnswer(Exception):
     """Stops a run at a call it has no answer for yet."""
@@ -112,8 +144,8 @@ class _Run:
     """The state of handling one message."""
 
     __slots__ = (
-        "answers", "calls", "emails", "message", "now", "offered", "replies", "said", "secrets", "session",
-        "stories", "user", "user_changes", "user_copy", "values", "warnings",
+        "answers", "calls", "emails", "follow_ups", "message", "now", "offered", "replies", "said", "secrets",
+        "session", "stories", "user", "user_changes", "user_copy", "values", "warnings",
     )  # fmt: skip
 
     def __init__(
@@ -135,6 +167,7 @@ class _Run:
         self.secrets: Mapping[str, str] = {}
         self.answers: Sequence[HttpAnswer] = ()
         self.calls = 0  # http calls of this turn so far
+        self.follow_ups: list[FollowUp] = []
 
     # -- which step handles the message -----------------------------------------------------------
 
@@ -295,6 +328,8 @@ class _Run:
                     if on_error is not None:
                         step_id = on_error
                         break
+                elif isinstance(action, FollowUp):
+                    self.follow_ups.append(action)
             else:
                 if step.waits:
                     waiting = step
@@ -469,4 +504,7 @@ class _Run:
         )
 
     def turn(self, session: Session | None, route: str | None) -> Turn:
-        return Turn(session, self.user_changes, self.replies, self.emails, route, tuple(self.warnings))
+        return Turn(
+            session, self.user_changes, self.replies, self.emails, route, tuple(self.warnings),
+            follow_ups=tuple(self.follow_ups),
+        )  # fmt: skip

@@ -10,9 +10,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from worker.engine.conditions import Condition
-from worker.engine.model import ButtonSpec, CallApi, Goto, Jump, SendMessage, Step, Stories, Story
+from worker.engine.model import (
+    ButtonSpec,
+    CallApi,
+    FollowUp,
+    Goto,
+    Jump,
+    SendMessage,
+    Step,
+    Stories,
+    Story,
+    TimerTarget,
+)
 
-LinkKind = Literal["next", "goto", "jump", "button", "retry"]
+LinkKind = Literal["next", "goto", "jump", "button", "retry", "timeout", "follow_up"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +61,8 @@ def trigger_target(stories: Stories, text: str) -> str | None:
 
 def step_links(stories: Stories, story: Story, step: Step) -> list[Link]:
     """Every place ``step`` may continue: its gotos and jumps up to the first unconditional one, the
-    buttons it offers before that, its ``next`` when it can wait, and its retry when it expects an entity.
+    buttons and follow-ups before that, its ``next`` and ``timeout`` when it can wait, and its retry when it
+    expects an entity.
 
     A plain button (no goto/jump) answers like its typed title: a trigger's story when the title is one,
     else the ``next`` step (already a link), else the fallback.
@@ -77,12 +89,20 @@ def step_links(stories: Stories, story: Story, step: Step) -> list[Link]:
                 elif not button.has_target:
                     plain.append((button, action.when))
             continue
+        elif isinstance(action, FollowUp):
+            kept = ", kept on reply" if action.keep_on_reply else ""
+            label = f"follow-up {action.after.written}{kept}"
+            _timer_link(stories, links, "follow_up", action.target, label, action.when)
+            continue
         else:
             continue
         if not action.when:
             hops_for_sure = True
             break
     waits = step.next is not None and not hops_for_sure
+    timeout = step.timeout
+    if timeout is not None and step.waits and not hops_for_sure:
+        _timer_link(stories, links, "timeout", timeout.target, f"timeout {timeout.after.written}", ())
     if waits and step.next is not None:
         links.append(Link("next", story.id, step.next, "next"))
         if step.expect != "text":
@@ -95,6 +115,19 @@ def step_links(stories: Stories, story: Story, step: Step) -> list[Link]:
         if not waits and fallback is not None:
             links.append(Link("button", fallback.id, fallback.entry, _title(button), when))
     return links
+
+
+def _timer_link(
+    stories: Stories,
+    links: list[Link],
+    kind: LinkKind,
+    target: TimerTarget,
+    label: str,
+    when: tuple[Condition, ...],
+) -> None:
+    story = stories.stories.get(target.story)
+    if story is not None:
+        links.append(Link(kind, story.id, target.step or story.entry, label, when))
 
 
 def _button_link(

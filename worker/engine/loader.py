@@ -25,11 +25,13 @@ from worker.engine.model import (
     Step,
     Stories,
     Story,
+    Timeout,
     Where,
 )
 from worker.engine.problems import Problem, StoriesError
-from worker.engine.reader import ID, suggest
+from worker.engine.reader import ID, Entries, suggest
 from worker.engine.templates import compile_template
+from worker.engine.timer_specs import TIMEOUT_KEYS, read_timer
 from worker.engine.yaml_source import (
     Node,
     ScalarNode,
@@ -43,7 +45,7 @@ from worker.engine.yaml_source import (
 FILE_KEYS = ("bot", "stories")
 BOT_KEYS = ("session_ttl", "fallback", "phone_region")
 STORY_KEYS = ("triggers", "session_ttl", "steps")
-STEP_KEYS = ("id", "actions", "next", "expect", "retry")
+STEP_KEYS = ("id", "actions", "next", "expect", "retry", "timeout")
 
 
 def load_stories(folder: Path | str, emails_dir: Path | str | None = None) -> Stories:
@@ -318,6 +320,7 @@ class _Loader(ActionReader):
             if isinstance(action, SendMessage)
             for button in action.buttons
         )
+        timeout = self.read_timeout(found, context, waits) if "timeout" in found else None
         if duplicate:
             return None
         if context.hop is not None:
@@ -330,9 +333,22 @@ class _Loader(ActionReader):
             retry=retry or self.default_retry,
             where=self.where(node),
             waits=waits,
+            timeout=timeout,
         )
         steps[step_id] = step
         return step
+
+    def read_timeout(self, found: Entries, context: StepContext, waits: bool) -> Timeout | None:
+        key_node, node = found["timeout"]
+        draft = read_timer(self, node, "timeout", TIMEOUT_KEYS, context.story)
+        if draft is None:
+            return None
+        self.timer_ref(draft.target.story, draft.target.step, draft.target_where, context)
+        if not waits:
+            waiting = "a 'next', or a button with goto or jump"
+            self.problem(key_node, f"'timeout' needs a step that waits for the user ({waiting})")
+            return None
+        return Timeout(draft.after, draft.target, self.where(key_node))
 
     # -- across files -----------------------------------------------------------------------------
 

@@ -131,7 +131,43 @@ class CallApi:
         return any(path.needs_json for _, path in (*self.save_session, *self.save_user))
 
 
-Action = SendMessage | SendImage | SetValues | SendEmail | Goto | Jump | CallApi
+@dataclass(frozen=True, slots=True)
+class TimerTarget:
+    """Where a timer leads: a step of ``story`` (a ``goto``), or its entry (``step`` None: a ``jump``)."""
+
+    story: str
+    step: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """A timer's ``after``: seconds, and the text as written (for the story map and logs)."""
+
+    seconds: float
+    written: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """A waiting step's ``timeout``: entered when the step has waited ``after`` with no message."""
+
+    after: Delay
+    target: TimerTarget
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """The ``follow_up`` action: ``target`` is entered ``after`` the action ran, unless the user writes
+    first (then it is cancelled, unless ``keep_on_reply``)."""
+
+    after: Delay
+    target: TimerTarget
+    keep_on_reply: bool = False
+    when: tuple[Condition, ...] = ()
+
+
+Action = SendMessage | SendImage | SetValues | SendEmail | Goto | Jump | CallApi | FollowUp
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +179,7 @@ class Step:
     retry: Template
     where: Where
     waits: bool  # it has a `next` or a button with a target: the conversation waits here
+    timeout: Timeout | None = None
 
 
 @dataclass(frozen=True, slots=True)

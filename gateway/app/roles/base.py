@@ -9,11 +9,14 @@ drain time, the rest goes back to the broker), ``close`` (channels and transport
 from __future__ import annotations
 
 import enum
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.core.bus.base import Bus
 from gateway.core.metrics import Metrics
+from gateway.core.schedule.base import Schedule
 from gateway.core.services import UserStores
 from gateway.core.settings import Settings
 from gateway.core.store.base import Store
@@ -28,13 +31,16 @@ class RoleName(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Services:
     """What the roles of one process share: settings, the connected bus and store (with the user data
-    beside it), one metrics registry."""
+    beside it), one metrics registry; the timer schedule when the process runs stories, and the clock
+    (shifted in ``gateway chat``)."""
 
     settings: Settings
     bus: Bus
     store: Store
     metrics: Metrics
     users: UserStores
+    schedule: Schedule | None = None
+    clock: Callable[[], float] = time.time
 
 
 class Role(ABC):

@@ -43,7 +43,13 @@ class RetentionRole(Role):
         self.clock = clock
         self.holder = f"{settings.instance_id}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.service = UserDataService(
-            services.store, services.users, bus=services.bus, dedup_ttl=settings.dedup_ttl, clock=clock
+            services.store,
+            services.users,
+            bus=services.bus,
+            dedup_ttl=settings.dedup_ttl,
+            clock=clock,
+            schedule=services.schedule,
+            partitions=settings.partitions,
         )
         self._task: asyncio.Task[None] | None = None
 

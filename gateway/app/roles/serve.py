@@ -145,6 +145,8 @@ def admin_api(
         bus=services.bus,
         dedup_ttl=settings.dedup_ttl,
         held=web_chat.held if web_chat is not None else None,
+        schedule=services.schedule,
+        partitions=settings.partitions,
     )
     return AdminApi(
         Tokens(settings.admin_tokens), users, services.users.broadcasts, stories, wake=wake_broadcasts

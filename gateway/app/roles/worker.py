@@ -1,4 +1,5 @@
-"""The ``worker`` role: story workers on the inbound topic, with hot reload of the stories."""
+"""The ``worker`` role: story workers on the inbound topic, with hot reload of the stories, and the timer
+poller of the partitions this process consumes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from worker.engine.calls import secrets_used
 from worker.http import AddressPolicy, HttpClient
 from worker.reload import StoriesReloader, load_engine
 from worker.service import StoryWorker
+from worker.timers.poller import TimerPoller
+from worker.timers.turns import TimerTurns
 
 
 def engine_or_refuse(settings: Settings) -> Engine:
@@ -27,6 +30,17 @@ class WorkerRole(Role):
         self.services = services
         self.engine = engine
         self.reloader = StoriesReloader(services.settings, self._swap, watch=watch)
+        schedule = services.schedule
+        if schedule is None:
+            raise ValueError("the worker role needs the timer schedule (Services.schedule)")
+        self.poller = TimerPoller(
+            schedule,
+            services.bus,
+            holder=services.settings.instance_id,
+            clock=services.clock,
+            metrics=services.metrics,
+        )
+        timers = TimerTurns(schedule, services.bus.partitions, metrics=services.metrics, poller=self.poller)
         settings = services.settings
         policy = AddressPolicy(settings.http_allow)
         self.http = HttpClient(policy, concurrency=settings.http_concurrency, metrics=services.metrics)
@@ -35,6 +49,8 @@ class WorkerRole(Role):
             services.store,
             lambda: self.engine,
             metrics=services.metrics,
+            clock=services.clock,
+            timers=timers,
             users=services.users.index,
             caller=self.http,
         )
@@ -50,8 +66,10 @@ class WorkerRole(Role):
     async def start(self) -> None:
         self.reloader.start()
         await self.story_worker.start(self.services.settings.worker_concurrency)
+        self.poller.start()
 
     async def stop_intake(self) -> None:
+        await self.poller.stop()  # no more firings from here; the leases go to the other workers now
         await self.reloader.stop()
 
     async def drain(self, timeout: float) -> None:

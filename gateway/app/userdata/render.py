@@ -84,7 +84,10 @@ def messages(kept: Iterable[KeptMessage]) -> list[Json]:
         replies: list[Any] = []
         emails: list[Any] = []
         for item in message.outputs:
-            topic, body = recorded_output(item)
+            output = recorded_output(item)
+            if output is None:  # not a message: a timer schedule change, shown with the timers record
+                continue
+            topic, body = output
             (replies if topic is Topic.OUTBOUND else emails).append(opaque(body))
         found.append(
             {

@@ -6,6 +6,8 @@ Where a user's data is, and what an erase does with it:
 
 - under the user's hash tag in the store (attributes, opt-out, sessions, records such as pending timers
   and handoffs, processed-message records with their outputs): deleted, atomically;
+- the pending timers' entries in the timer schedule (apart from the user's keys, naming the
+  conversation): removed, from the erased timers records;
 - their entry in the channel's user index (last seen, broadcast chat): removed first, so a half-done
   erase (a crash between the two) is not reached by broadcasts, and a second erase finishes it;
 - email jobs still queued for the mailer: recorded as sent under the mailer's own duplicate marker, so
@@ -31,11 +33,14 @@ from gateway.app.userdata import render
 from gateway.app.userdata.checks import check_user
 from gateway.core.bus.base import Bus, Envelope, Topic
 from gateway.core.errors import SchemaError
-from gateway.core.schema import parse_email
+from gateway.core.schedule.base import Schedule
+from gateway.core.schema import ConversationKey, parse_email
 from gateway.core.services import UserStores
 from gateway.core.store.base import Store
 from gateway.core.store.users.base import UserRecords
 from worker.service import recorded_output
+from worker.timers.erase import KIND as TIMERS
+from worker.timers.erase import unschedule
 
 audit = logging.getLogger("gateway.audit")
 
@@ -72,6 +77,8 @@ class UserDataService:
         dedup_ttl: float = 86400.0,
         held: HeldReplies | None = None,
         clock: Callable[[], float] = time.time,
+        schedule: Schedule | None = None,
+        partitions: int = 16,
     ) -> None:
         self.store = store
         self.users = users
@@ -79,6 +86,8 @@ class UserDataService:
         self.dedup_ttl = dedup_ttl
         self.held = held
         self.clock = clock
+        self.schedule = schedule  # None: no timers to take out of a schedule (a caller without one)
+        self.partitions = partitions
 
     async def show(self, who: str, channel: str, user: str) -> Json:
         check_user(channel, user)
@@ -156,6 +165,7 @@ class UserDataService:
         cancelled = await self._cancel_emails(await self.users.data.read(channel, user, messages=True))
         records = await self.users.data.erase(channel, user)
         cancelled += await self._cancel_emails(records)
+        await self._unschedule(channel, user, records)
         records = await self._opt_out(channel, user, records, forget=True)
         answer = render.erased(records, index_entry)
         answer["email_jobs_cancelled"] = cancelled
@@ -175,6 +185,16 @@ class UserDataService:
             await self.store.forget_seen(LEGACY_OPT_OUT_NAMESPACE, user)
         return UserRecords(records.attributes, True, records.sessions, records.records, records.messages)
 
+    async def _unschedule(self, channel: str, user: str, records: UserRecords) -> None:
+        """Take the erased pending timers out of the schedule (if the erase is cut short before, the
+        entries are dropped when they fall due, their record being gone)."""
+        if self.schedule is None:
+            return
+        for record in records.records:
+            if record.kind == TIMERS:
+                conversation = ConversationKey(channel, record.chat, user)
+                await unschedule(self.schedule, self.partitions, conversation, record.value)
+
     async def _cancel_emails(self, records: UserRecords) -> int:
         """Mark the user's email jobs as sent, so a mailer drops the ones still queued; how many were not
         sent yet."""
@@ -183,7 +203,10 @@ class UserDataService:
         cancelled = 0
         for message in records.messages:
             for item in message.outputs:
-                topic, body = recorded_output(item)
+                output = recorded_output(item)
+                if output is None:
+                    continue
+                topic, body = output
                 if topic is Topic.EMAIL:
                     try:
                         job = parse_email(body)

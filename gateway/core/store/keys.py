@@ -86,6 +86,20 @@ class KeyBuilder:
         read and removed, so that an upgrade repeats nothing. Such keys expire within the dedup TTL."""
         return f"{self.prefix}:seen:{escape(namespace)}:{escape(item)}"
 
+    def schedule(self, partition: int) -> str:
+        """The index of one bus partition's timer schedule (a sorted set of buckets, see
+        :mod:`gateway.core.schedule.buckets`); a hash tag of its own per partition, so the partitions
+        spread over a cluster. Gone once the partition's timers have all fired."""
+        return f"{self.prefix}:{{timers:{partition}}}:due"
+
+    def schedule_bucket(self, partition: int, bucket: str) -> str:
+        """One bucket of a partition's schedule: up to 120 timers, by due time."""
+        return f"{self.prefix}:{{timers:{partition}}}:b:{bucket}"
+
+    def timer_pollers(self) -> str:
+        """Which process polls which partition's schedule (a hash: partition → lease); renewed, expires."""
+        return f"{self.prefix}:{{timers}}:pollers"
+
     def lease(self, namespace: str, item: str) -> str:
         """Who holds the right to work on an item now (its value is the holder); expires."""
         return f"{self.prefix}:lease:{escape(namespace)}:{digest(item)}"

@@ -9,6 +9,7 @@ instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -25,6 +26,7 @@ class Call:
     headers: dict[str, str]
     status: int  # the HTTP status answered; 0 when the connection was dropped
     error: str | None = None  # an error answered with HTTP 200 (Slack's ``"ok": false``)
+    at: float = field(default_factory=time.time)  # when it was received (wall clock)
 
     @property
     def ok(self) -> bool:
