@@ -25,6 +25,7 @@ shared partitions; the deliverer of that instance consumes both, through the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -75,7 +76,9 @@ class Deliverer(RunHandler):
         }
         self.instance = instance  # set: also deliver the replies addressed to this process
         self._subscriptions: list[Subscription] = []
-        self._recording: set[asyncio.Task[None]] = set()  # records written while the next reply is sent
+        # Replies sent by a run whose records are still being written, by id: a copy of one of them later in
+        # the same run (a worker's re-publish right behind the original) waits for that record first.
+        self._recording: dict[str, asyncio.Task[None]] = {}
         # Replies sent by a run that then stopped before them (an earlier record failed): their next try
         # asks the store, since their own record may have been written.
         self._sent_ahead: set[str] = set()
@@ -142,12 +145,13 @@ class Deliverer(RunHandler):
 
     def _record_soon(self, reply_id: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self._record(reply_id))
-        self._recording.add(task)
-        task.add_done_callback(self._recorded)
+        self._recording[reply_id] = task
+        task.add_done_callback(partial(self._recorded, reply_id))
         return task
 
-    def _recorded(self, task: asyncio.Task[None]) -> None:
-        self._recording.discard(task)
+    def _recorded(self, reply_id: str, task: asyncio.Task[None]) -> None:
+        if self._recording.get(reply_id) is task:
+            del self._recording[reply_id]
         if not task.cancelled():
             task.exception()  # retrieved: a failure is the run's to report, or a later try's to repair
 
@@ -165,6 +169,11 @@ class Deliverer(RunHandler):
         if channel is None:
             raise Rejected(f"channel {reply.channel!r} is not enabled in this gateway")
         may_be_sent = self._may_be_sent(delivery) or reply.id in self._sent_ahead
+        recording = self._recording.get(reply.id)
+        if recording is not None:  # sent a moment ago in this run: its record first, then the usual check
+            may_be_sent = True
+            with contextlib.suppress(Exception):  # if it failed, SentRecords has it: recorded below
+                await asyncio.shield(recording)
         recorded_late = self.sent.unrecorded(reply.id)
         if await self.sent.was_sent(reply.id, ask_store=may_be_sent):
             self._sent_ahead.discard(reply.id)

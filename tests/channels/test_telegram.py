@@ -483,6 +483,25 @@ async def test_a_turns_replies_go_out_back_to_back_and_are_acknowledged_once_rec
     assert bus.buried == []
 
 
+async def test_a_reply_re_published_right_behind_itself_goes_out_once(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    """A worker's replay arriving in the same run as the original (a duplicate message handled right after
+    the first): the copy waits for the original's record and is dropped."""
+    bus, store = SpyBus(), RecordsWaitForGate()
+    first, second = turn(2)
+    original = Envelope(first.to_json(), first.id, str(first.conversation))
+    replay = Envelope(first.to_json(), first.id, str(first.conversation), headers={REPLAY_HEADER: "1"})
+    after = Envelope(second.to_json(), second.id, str(second.conversation))
+    async with delivering(bus, store, channel):
+        await bus.publish(Topic.OUTBOUND, [original, replay, after])
+        await store.wait_waiting(1)
+        store.gate.set()
+        await bus.join()
+    assert [c.params["text"] for c in tg.calls_to("sendMessage")] == ["reply 0", "reply 1"]
+    assert bus.buried == []
+
+
 @pytest.mark.parametrize("failures", [1, 2, 3])
 async def test_a_record_failing_in_a_turn_sends_no_reply_twice(
     channel: TelegramChannel, tg: FakeTelegram, failures: int
