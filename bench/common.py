@@ -67,13 +67,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def pids_of(name: str) -> list[int]:
-    """Processes whose command name is ``name`` (e.g. ``beam.smp``, ``redis-server``)."""
+def machine_busy_seconds() -> float:
+    """CPU time every process of the machine has used so far, all cores together (Linux ``/proc/stat``)."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def pids_of(name: str, mentioning: str = "") -> list[int]:
+    """Processes whose command name is ``name`` (e.g. ``beam.smp``, ``redis-server``) and whose command
+    line holds ``mentioning`` (to tell the machine's RabbitMQ or Redis from the test clusters beside it)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == name:
+                if Path(f"/proc/{entry}/comm").read_text().strip() != name:
+                    continue
+                if mentioning.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
                     found.append(int(entry))
             except OSError:
                 continue
@@ -91,6 +102,7 @@ class CpuMeter:
     def __enter__(self) -> CpuMeter:
         self._started = time.perf_counter()
         self._start = {name: sum(map(cpu_seconds, pids)) for name, pids in self.groups.items()}
+        self._machine = machine_busy_seconds()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,10 +111,18 @@ class CpuMeter:
             name: (sum(map(cpu_seconds, pids)) - self._start[name]) / elapsed
             for name, pids in self.groups.items()
         }
+        self.machine = (machine_busy_seconds() - self._machine) / elapsed
+
+    @property
+    def others(self) -> float:
+        """Cores the rest of the machine used meanwhile (other tenants, other tests): what disturbed us."""
+        return max(0.0, self.machine - sum(self.cores.values()))
 
     def line(self) -> str:
         parts = [f"{name} {cores:.2f}" for name, cores in self.cores.items()]
-        return f"    cores used: {', '.join(parts)} (total {sum(self.cores.values()):.2f})"
+        total = sum(self.cores.values())
+        others = f"the rest of the machine {self.others:.2f}"
+        return f"    cores used: {', '.join(parts)} (total {total:.2f}; {others})"
 
 
 @asynccontextmanager

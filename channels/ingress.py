@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -20,7 +21,7 @@ from aiohttp import web
 from opentelemetry.trace import SpanKind
 
 from channels.base import Accepted, Channel, Endpoint, WebhookError, WebhookRequest
-from gateway.core import tracing
+from gateway.core import timeline, tracing
 from gateway.core.bus.base import Bus, Envelope, Topic
 from gateway.core.errors import Unavailable
 from gateway.core.metrics import Metrics
@@ -62,6 +63,7 @@ class Ingress:
         return handle
 
     async def _handle(self, request: web.Request, endpoint: Endpoint) -> tuple[web.StreamResponse, str]:
+        received = time.perf_counter_ns()
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.Response(status=413, text="body over 1 MiB\n"), "too_large"
         body = await request.content.read(MAX_BODY + 1)
@@ -83,6 +85,10 @@ class Ingress:
         except Unavailable as exc:
             log.warning("webhook %s not accepted, answering 503: %s", request.path, exc)
             return web.Response(status=503, text="try again later\n"), "unavailable"
+        if timeline.recording():
+            for message in accepted.messages:
+                timeline.mark("webhook.received", message.id, received)
+                timeline.mark("inbound.confirmed", message.id)
         if accepted.after is not None:
             self._run_after(accepted)
         return web.Response(body=accepted.body, content_type=accepted.content_type), "accepted"

@@ -4,21 +4,26 @@ aiogram always builds ``multipart/form-data`` (each nested object JSON-encoded i
 only file uploads need; the Bot API takes ``application/json`` just as well, and building and parsing
 one JSON document costs a fraction of a multipart body. Calls that upload a file (an ``InputFile``) still
 go as multipart through aiogram's own code; everything else (URL building, timeouts, errors, response
-checking) is aiogram's too.
+checking) is aiogram's too, except one thing: the successful answer of a call whose result the gateway
+never reads (``sendMessage``, ``sendPhoto``, ``answerCallbackQuery``) is checked, not turned into
+aiogram's models (a ``Message`` with its chat, sender and keyboard: a third of what a reply costs
+``serve``); such a call returns None. A refusal still goes through aiogram, with its exceptions.
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, cast
 
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import TelegramNetworkError
-from aiogram.methods import TelegramMethod
+from aiogram.methods import AnswerCallbackQuery, SendMessage, SendPhoto, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiohttp import ClientError, ClientTimeout
 
 _JSON = {"Content-Type": "application/json"}
+UNREAD_RESULTS = (SendMessage, SendPhoto, AnswerCallbackQuery)  # methods whose result no caller reads
 
 
 class JsonAiohttpSession(AiohttpSession):
@@ -31,6 +36,17 @@ class JsonAiohttpSession(AiohttpSession):
             if prepared:  # what aiogram's form leaves out (None, False, empty), this leaves out too
                 fields[key] = prepared
         return None if files else self.json_dumps(fields)
+
+    def answered_ok(self, method: TelegramMethod[Any], status_code: int, content: str) -> bool:
+        """Whether ``method`` is one of :data:`UNREAD_RESULTS` and its answer says it succeeded; anything
+        else goes through aiogram's ``check_response`` (its models, its exceptions)."""
+        if not isinstance(method, UNREAD_RESULTS) or not HTTPStatus.OK <= status_code <= HTTPStatus.IM_USED:
+            return False
+        try:
+            answer = self.json_loads(content)
+        except ValueError:
+            return False  # aiogram reports it
+        return isinstance(answer, dict) and answer.get("ok") is True
 
     async def make_request(
         self, bot: Bot, method: TelegramMethod[TelegramType], timeout: int | None = None
@@ -50,5 +66,7 @@ class JsonAiohttpSession(AiohttpSession):
             raise TelegramNetworkError(method=method, message="Request timeout error") from e
         except ClientError as e:
             raise TelegramNetworkError(method=method, message=f"{type(e).__name__}: {e}") from e
+        if self.answered_ok(method, resp.status, raw_result):
+            return cast(TelegramType, None)  # no Response object either: see _RESPONSE_TYPES in telegram.py
         response = self.check_response(bot=bot, method=method, status_code=resp.status, content=raw_result)
         return cast(TelegramType, response.result)

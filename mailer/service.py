@@ -32,7 +32,7 @@ import uuid
 from email.message import EmailMessage
 from typing import NoReturn
 
-from gateway.core import tracing
+from gateway.core import timeline, tracing
 from gateway.core.bus.base import Bus, Delivery, Subscription, Topic
 from gateway.core.errors import Rejected, SchemaError, StoreUnavailable, Unavailable
 from gateway.core.faults import FaultPoints
@@ -174,6 +174,7 @@ class Mailer:
             await self._release(job)  # nothing went out: another copy may go ahead
             raise
         self._count("sent")
+        timeline.mark("email.sent", job.id)
         log.info("email %s sent (%s)", job.id, message.get("Message-ID"))
         try:
             await self._record(job)

@@ -31,7 +31,7 @@ from gateway.app.roles.ops import HealthServer, Heartbeat
 from gateway.app.roles.retention import RetentionRole
 from gateway.app.roles.serve import ServeRole
 from gateway.app.roles.worker import WorkerRole, engine_or_refuse
-from gateway.core import tracing
+from gateway.core import timeline, tracing
 from gateway.core.bus.base import Bus
 from gateway.core.errors import SettingsError, Unavailable
 from gateway.core.metrics import Metrics
@@ -112,6 +112,8 @@ class Gateway:
     async def start(self) -> None:
         settings = self.settings
         names = self.role_names
+        if settings.timeline is not None:
+            timeline.start()
         engine = engine_or_refuse(settings) if RoleName.WORKER in names else None  # before connecting
         bus = self.bus = self.bus or build_bus(settings)
         store = self.store = self.store or build_store(settings)
@@ -190,6 +192,9 @@ class Gateway:
             await _logged(self.store.close())
         if self.schedule is not None:
             await _logged(self.schedule.close())
+        if self.settings.timeline is not None:
+            names = "+".join(sorted(name.value for name in self.role_names))
+            timeline.save(self.settings.timeline / f"{names}-{os.getpid()}.tsv")
 
 
 async def _logged(step: Awaitable[None]) -> None:

@@ -90,6 +90,7 @@ class Settings:
     metrics_port: int | None = None  # worker and mailer: serve /healthz, /readyz and /metrics on it
     rate_limits: bool = True
     watch_stories: bool | None = None  # None: watch in `gateway run`, SIGHUP only elsewhere
+    timeline: Path | None = None  # benchmarks: a folder for the stage times of messages (core/timeline.py)
     instance_id: str = field(default_factory=lambda: default_instance_id())
     # The admin API and the user's data (OPERATIONS.md), and their extensions.
     admin_tokens: tuple[AdminToken, ...] = ()  # none: the admin API is off
@@ -380,6 +381,7 @@ class _Reader:
             if self.raw("GATEWAY_WATCH_STORIES") is not None
             else None,
             heartbeat_file=Path(hb) if (hb := self.raw("GATEWAY_HEARTBEAT_FILE")) else None,
+            timeline=Path(folder) if (folder := self.raw("GATEWAY_TIMELINE")) else None,
             metrics_port=self.integer("GATEWAY_METRICS_PORT", 0, 0, 65535)
             if self.raw("GATEWAY_METRICS_PORT") is not None
             else None,

@@ -430,6 +430,96 @@ async def test_a_part_whose_record_fails_is_not_sent_again_with_the_rest(
     assert store.recorded == [f"{long.id}#0", long.id]
 
 
+def turn(count: int) -> list[Reply]:
+    return [reply(f"reply {n}", n=n) for n in range(count)]
+
+
+async def publish_turn(bus: SpyBus, replies: list[Reply]) -> None:
+    """A turn's replies, published together as the worker publishes them."""
+    envelopes = [Envelope(r.to_json(), r.id, str(r.conversation)) for r in replies]
+    await bus.publish(Topic.OUTBOUND, envelopes)
+
+
+class RecordsWaitForGate(MemoryStore):
+    """Each ``mark_seen`` waits until the gate opens: shows what is sent while a record is under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting: list[str] = []
+        self._arrived = asyncio.Event()
+
+    async def mark_seen(self, namespace: str, item: str, ttl: float) -> bool:
+        self.waiting.append(item)
+        self._arrived.set()
+        await self.gate.wait()
+        return await super().mark_seen(namespace, item, ttl)
+
+    async def wait_waiting(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.waiting) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
+async def test_a_turns_replies_go_out_back_to_back_and_are_acknowledged_once_recorded(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    """Issue 18: no Redis round trip between two replies of a turn; each still goes out after the one
+    before it has, and none is acknowledged before its record is written."""
+    bus, store = SpyBus(), RecordsWaitForGate()
+    replies = turn(3)
+    async with delivering(bus, store, channel):
+        await publish_turn(bus, replies)
+        await store.wait_waiting(3)  # all three went out, while no record could be written yet
+        assert store.waiting == [r.id for r in replies]
+        assert len(tg.calls_to("sendMessage")) == 3
+        unacknowledged = [c.in_flight for q in bus.queues(Topic.OUTBOUND) for c in q.consumers]
+        assert sum(unacknowledged) == 3
+        store.gate.set()
+        await bus.join()
+    assert [c.params["text"] for c in tg.calls_to("sendMessage")] == ["reply 0", "reply 1", "reply 2"]
+    assert [await store.is_seen(SENT_NAMESPACE, r.id) for r in replies] == [True, True, True]
+    assert bus.buried == []
+
+
+async def test_a_reply_re_published_right_behind_itself_goes_out_once(
+    channel: TelegramChannel, tg: FakeTelegram
+) -> None:
+    """A worker's replay arriving in the same run as the original (a duplicate message handled right after
+    the first): the copy waits for the original's record and is dropped."""
+    bus, store = SpyBus(), RecordsWaitForGate()
+    first, second = turn(2)
+    original = Envelope(first.to_json(), first.id, str(first.conversation))
+    replay = Envelope(first.to_json(), first.id, str(first.conversation), headers={REPLAY_HEADER: "1"})
+    after = Envelope(second.to_json(), second.id, str(second.conversation))
+    async with delivering(bus, store, channel):
+        await bus.publish(Topic.OUTBOUND, [original, replay, after])
+        await store.wait_waiting(1)
+        store.gate.set()
+        await bus.join()
+    assert [c.params["text"] for c in tg.calls_to("sendMessage")] == ["reply 0", "reply 1"]
+    assert bus.buried == []
+
+
+@pytest.mark.parametrize("failures", [1, 2, 3])
+async def test_a_record_failing_in_a_turn_sends_no_reply_twice(
+    channel: TelegramChannel, tg: FakeTelegram, failures: int
+) -> None:
+    """Records fail while a turn's replies go out: the run stops at the first reply not recorded, and
+    when the store answers every reply is recorded, none sent again."""
+    bus, store = SpyBus(), RecordsFailAtFirst(failures=failures)
+    replies = turn(3)
+    async with delivering(bus, store, channel) as deliverer:
+        await publish_turn(bus, replies)
+        await store.wait_recorded(replies[2].id)
+        await bus.join()
+        assert len(deliverer.sent) == 0, "nothing left waiting for its record"
+    assert [c.params["text"] for c in tg.calls_to("sendMessage")] == ["reply 0", "reply 1", "reply 2"]
+    assert sorted(store.recorded) == sorted(r.id for r in replies)
+    assert bus.buried == []
+
+
 def _update(data: dict[str, object]) -> Update:
     return Update.model_validate(json.loads(json.dumps(data)))
 

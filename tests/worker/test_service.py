@@ -1,8 +1,11 @@
-"""The worker sends the replies of a message that names a serve instance to that instance only."""
+"""The worker sends the replies of a message that names a serve instance to that instance only, and
+publishes a turn's replies and email jobs at once."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from gateway.core.bus.memory import MemoryBus
 from gateway.core.schema import Inbound, parse_reply
 from gateway.core.store.memory import MemoryStore
 from tests.support.webchat import settings_for
+from worker.engine import Engine, load_stories
 from worker.reload import load_engine
 from worker.service import StoryWorker
 
@@ -59,6 +63,65 @@ async def test_replies_go_to_the_instance_the_inbound_names_and_nowhere_else(
     assert (users("a"), users("b"), users("shared")) == (["u1", "u1"], ["u2", "u2"], ["u3", "u3"])
     assert [parse_reply(d.envelope.body).meta for d in got["a"]] == [{"instance": "serve-a"}] * 2
     assert "serve instance gone is gone: 2 replies to webchat:u4:1 dropped" in caplog.text
+
+
+TICKET_STORY = """\
+stories:
+  ticket:
+    triggers: [ticket]
+    steps:
+      - id: file
+        actions:
+          - email: {to: support@example.com, subject: Help, body: "{{@message}}"}
+          - message: A ticket is on its way.
+          - message: We will write back soon.
+"""
+
+
+class GatedBus(MemoryBus):
+    """Publishes wait for a gate: shows which publishes a handler has under way at the same moment."""
+
+    def __init__(self) -> None:
+        super().__init__(partitions=4)
+        self.gate = asyncio.Event()
+        self.waiting: list[Topic] = []
+        self.both_waiting = asyncio.Event()
+
+    async def publish(self, topic: Topic, envelopes: Sequence[Envelope]) -> None:
+        if topic is not Topic.INBOUND:
+            self.waiting.append(topic)
+            if len(self.waiting) == 2:
+                self.both_waiting.set()
+            await self.gate.wait()
+        await super().publish(topic, envelopes)
+
+
+async def test_a_turns_replies_and_email_jobs_are_published_at_once(tmp_path: Path) -> None:
+    """Issue 18: one wait for the broker's confirms, not one per topic."""
+    (tmp_path / "ticket.yml").write_text(TICKET_STORY)
+    engine = Engine(load_stories(tmp_path))
+    bus = GatedBus()
+    worker = StoryWorker(bus, MemoryStore(), lambda: engine)
+    outbound: list[Delivery] = []
+    emails: list[Delivery] = []
+
+    async def keep(into: list[Delivery], delivery: Delivery) -> None:
+        into.append(delivery)
+
+    await bus.subscribe(Topic.OUTBOUND, lambda d: keep(outbound, d))
+    await bus.subscribe(Topic.EMAIL, lambda d: keep(emails, d))
+    await worker.start()
+    message = Inbound(id="telegram:update:1", channel="telegram", chat="7", user="7", text="ticket")
+    await bus.publish(Topic.INBOUND, [Envelope(message.to_json(), message.id, str(message.conversation))])
+    async with asyncio.timeout(5):
+        await bus.both_waiting.wait()
+    assert sorted(bus.waiting) == sorted([Topic.OUTBOUND, Topic.EMAIL])
+    bus.gate.set()
+    await bus.join()
+    await worker.stop()
+    await bus.close()
+    assert [d.envelope.message_id for d in outbound] == ["telegram:update:1/r0", "telegram:update:1/r1"]
+    assert [d.envelope.message_id for d in emails] == ["telegram:update:1/e0"]
 
 
 async def test_the_worker_tells_the_user_index_who_wrote_and_from_which_direct_chat(tmp_path: Path) -> None:

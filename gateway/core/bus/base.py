@@ -109,6 +109,41 @@ class DeadLetter:
 Handler = Callable[[Delivery], Awaitable[None]]
 
 
+class RunHandler(ABC):
+    """A handler that can also take a *run*: deliveries of one key, in order, that wait together.
+
+    Pass one where a :data:`Handler` goes. On an ordered topic the bus then hands over in one call the
+    deliveries of a key that are already waiting (a turn's replies, which arrive together), so that the
+    handler can overlap what one delivery waits for with the next one's work (the deliverer writes a reply's
+    "sent" record while it sends the next reply) instead of paying each wait in turn. The rules do not
+    change: :meth:`run` must come to what calling the handler on each delivery in order would, and a
+    delivery is acknowledged only once it is finished (its effects recorded).
+    """
+
+    @abstractmethod
+    async def __call__(self, delivery: Delivery) -> None:
+        """Handle one delivery, as a :data:`Handler`."""
+
+    @abstractmethod
+    async def run(self, deliveries: Sequence[Delivery]) -> None:
+        """Handle ``deliveries`` (two or more, one key) in order; return when every one is finished.
+
+        At the first that cannot be finished, raise :class:`RunStopped` with how many before it are, and the
+        error as it would have come out of the handler for that delivery (:class:`Rejected`,
+        :class:`Unavailable`, anything else); those after it are not acknowledged and come again in the
+        next call, so each must be safe to handle again (sent already: dropped, never repeated).
+        """
+
+
+class RunStopped(Exception):
+    """Raised by :meth:`RunHandler.run`: the first ``finished`` deliveries are done, the next one failed."""
+
+    def __init__(self, finished: int, error: Exception) -> None:
+        super().__init__(f"{finished} finished, then {error!r}")
+        self.finished = finished
+        self.error = error
+
+
 def partition_of(key: str, partitions: int) -> int:
     """Stable across processes and Python versions (``hash()`` is salted per process)."""
     return zlib.crc32(key.encode()) % partitions

@@ -29,10 +29,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from gateway.core.bus.base import Delivery, Envelope, Handler, Topic
+from gateway.core import timeline
+from gateway.core.bus.base import Delivery, Envelope, Handler, RunHandler, RunStopped, Topic
 from gateway.core.errors import Rejected, Unavailable
 
 log = logging.getLogger(__name__)
+
+MAX_RUN = 32  # deliveries of one key handed to a RunHandler in one call
 
 
 def _never() -> bool:
@@ -111,6 +114,7 @@ class Dispatcher:
             raise ValueError("concurrency must be at least 1")
         self.topic = topic
         self._handler = handler
+        self._run_handler = handler.run if isinstance(handler, RunHandler) and topic.ordered else None
         self._concurrency = concurrency
         self._max_attempts = max(1, max_attempts)
         self._dead_letter = dead_letter
@@ -124,6 +128,8 @@ class Dispatcher:
         self._waiting_for_service: set[_Lane] = set()  # paused on Unavailable: woken by any success
         self._stopping = False
         self._stopped = False
+        # Stage names for gateway.core.timeline (benchmarks): made once, not per delivery.
+        self._arrived, self._started, self._acked = (f"{topic}.{s}" for s in ("arrived", "started", "acked"))
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -132,6 +138,7 @@ class Dispatcher:
         if self._stopped:
             log.debug("delivery %s arrived after stop; the broker keeps it", raw.envelope.message_id)
             return
+        timeline.mark(self._arrived, raw.envelope.message_id)
         seq = next(self._seq)
         key = (raw.source, raw.envelope.key if self.topic.ordered else f"#{seq}")
         lane = self._lanes.get(key)
@@ -238,12 +245,14 @@ class Dispatcher:
                 if not await self._acquire_slot(lane):
                     return
                 try:
-                    delay = await self._attempt(entry)
+                    finished, delay = await self._step(lane)
                 finally:
                     self._release_slot()
-                if delay is None:
+                for _ in range(finished):
                     lane.entries.popleft()
-                elif not await self._pause(lane, delay, wake_on_success=entry.pauses > 0):
+                if delay is None or not lane.entries:
+                    continue
+                if not await self._pause(lane, delay, wake_on_success=lane.entries[0].pauses > 0):
                     return
         finally:
             lane.task = None
@@ -334,6 +343,27 @@ class Dispatcher:
 
     # -- one handler call and its outcome ----------------------------------------------------------
 
+    async def _step(self, lane: _Lane) -> tuple[int, float | None]:
+        """Run the head of ``lane`` (with the deliveries waiting behind it, for a run handler): how many
+        entries are finished, and the delay before the head is tried again (None: no wait)."""
+        run = self._run_of(lane)
+        if len(run) > 1:
+            return await self._attempt_run(run)
+        delay = await self._attempt(run[0])
+        return (1 if delay is None else 0), delay
+
+    def _run_of(self, lane: _Lane) -> list[_Entry]:
+        """The head, and for a run handler the entries right behind it that can go with it."""
+        head = lane.entries[0]
+        if self._run_handler is None or head.dead is not None:
+            return [head]
+        run: list[_Entry] = []
+        for entry in lane.entries:
+            if len(run) == MAX_RUN or entry.dead is not None or entry.raw.stale():
+                break
+            run.append(entry)
+        return run
+
     async def _attempt(self, entry: _Entry) -> float | None:
         """Run the next step of ``entry``; None when it is finished, else the delay before the next."""
         if entry.dead is None:
@@ -342,40 +372,80 @@ class Dispatcher:
                 return delay
         return await self._bury(entry)
 
-    async def _call(self, entry: _Entry) -> float | None:
+    async def _attempt_run(self, run: list[_Entry]) -> tuple[int, float | None]:
+        """One call of the run handler; the entries it finished are acknowledged, and the one it stopped
+        at (if any) gets the outcome a handler call on it alone would have had."""
+        assert self._run_handler is not None
+        error: Exception | None
+        try:
+            await self._run_handler([self._delivery(entry) for entry in run])
+        except RunStopped as stop:
+            finished, error = min(max(stop.finished, 0), len(run)), stop.error
+        except Exception as exc:  # a run handler should say where it stopped; if not, blame the first
+            finished, error = 0, exc
+        else:
+            finished, error = len(run), None
+        for entry in run[:finished]:
+            await self._finished(entry)
+        if error is None or finished == len(run):
+            return finished, None
+        stopped = run[finished]
+        delay = self._outcome(stopped, error)
+        if stopped.dead is not None:
+            delay = await self._bury(stopped)
+            finished += delay is None
+        return finished, delay
+
+    def _delivery(self, entry: _Entry) -> Delivery:
         raw = entry.raw
-        delivery = Delivery(raw.envelope, self.topic, entry.failures + 1, raw.redelivered, self._aside)
+        timeline.mark(self._started, raw.envelope.message_id)
+        return Delivery(raw.envelope, self.topic, entry.failures + 1, raw.redelivered, self._aside)
+
+    async def _call(self, entry: _Entry) -> float | None:
+        delivery = self._delivery(entry)
         try:
             await self._handler(delivery)
-        except Rejected as exc:
+        except Exception as exc:
+            return self._outcome(entry, exc)
+        await self._finished(entry)
+        return None
+
+    def _outcome(self, entry: _Entry, exc: Exception) -> float | None:
+        """What a handler's exception means for ``entry``: the delay before it is tried again, or None
+        with ``entry.dead`` set."""
+        message_id = entry.raw.envelope.message_id
+        if isinstance(exc, Rejected):
             entry.dead = (str(exc) or "Rejected", entry.failures + 1)
             return None
-        except Unavailable as exc:
+        if isinstance(exc, Unavailable):
             entry.pauses += 1
             level = logging.INFO if entry.pauses == 1 else logging.DEBUG
-            log.log(level, "handler for %s: %r; retrying until it is back", raw.envelope.message_id, exc)
+            log.log(level, "handler for %s: %r; retrying until it is back", message_id, exc)
             return self._backoff.delay(entry.pauses)
-        except Exception as exc:
-            entry.failures += 1
-            entry.pauses = 0
-            if entry.failures >= self._max_attempts:
-                entry.dead = (repr(exc), entry.failures)
-                return None
-            log.warning(
-                "handler for %s failed (attempt %d of %d): %r",
-                raw.envelope.message_id,
-                entry.failures,
-                self._max_attempts,
-                exc,
-            )
-            return self._backoff.delay(entry.failures)
+        entry.failures += 1
+        entry.pauses = 0
+        if entry.failures >= self._max_attempts:
+            entry.dead = (repr(exc), entry.failures)
+            return None
+        log.warning(
+            "handler for %s failed (attempt %d of %d): %r",
+            message_id,
+            entry.failures,
+            self._max_attempts,
+            exc,
+        )
+        return self._backoff.delay(entry.failures)
+
+    async def _finished(self, entry: _Entry) -> None:
+        """The handler is done with ``entry``: acknowledge it."""
         if self._waiting_for_service:
             self._service_answered()
+        raw = entry.raw
         try:
             await raw.ack()
         except Exception:  # the broker delivers it again; idempotency above us absorbs the repeat
             log.warning("ack of %s failed", raw.envelope.message_id, exc_info=True)
-        return None
+        timeline.mark(self._acked, raw.envelope.message_id)
 
     async def _bury(self, entry: _Entry) -> float | None:
         assert entry.dead is not None

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Sequence
 
-from gateway.core.bus.base import Delivery, Topic
+from gateway.core.bus.base import Delivery, RunHandler, RunStopped, Topic
 from gateway.core.bus.dispatch import Backoff, Dispatcher, RawDelivery
-from gateway.core.errors import Unavailable
+from gateway.core.errors import Rejected, Unavailable
 from tests.support.bus import Watch, envelope
 
 
@@ -16,17 +17,20 @@ class Acks:
     def __init__(self) -> None:
         self.done: list[str] = []
         self.buried: list[tuple[str, str, int]] = []
+        self.changed = asyncio.Event()
 
     def raw(self, key: str, n: int, source: int = 0) -> RawDelivery:
         env = envelope(key, n)
 
         async def ack() -> None:
             self.done.append(env.message_id)
+            self.changed.set()
 
         return RawDelivery(env, source, False, ack)
 
     async def bury(self, raw: RawDelivery, reason: str, attempts: int) -> None:
         self.buried.append((raw.envelope.message_id, reason, attempts))
+        self.changed.set()
 
 
 async def turns(count: int = 20) -> None:
@@ -147,6 +151,102 @@ async def test_work_held_up_by_an_outage_resumes_as_soon_as_another_call_succeed
     await watch.until(lambda: sorted(done) == ["a/0", "b/0", "c/0", "d/0"], timeout=5.0)
     assert dict(calls) == {"a/0": 2, "b/0": 2, "c/0": 2, "d/0": 1}
     assert await dispatcher.stop(timeout=1.0) == []
+
+
+class Runs(RunHandler):
+    """A run handler that records each call's message ids and stops once at the deliveries told to fail."""
+
+    def __init__(self, failures: dict[str, Exception] | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.attempts: list[tuple[str, int]] = []
+        self.failures = dict(failures or {})
+
+    def _handle(self, delivery: Delivery) -> None:
+        self.attempts.append((delivery.envelope.message_id, delivery.attempt))
+        error = self.failures.pop(delivery.envelope.message_id, None)
+        if error is not None:
+            raise error
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.calls.append([delivery.envelope.message_id])
+        self._handle(delivery)
+
+    async def run(self, deliveries: Sequence[Delivery]) -> None:
+        self.calls.append([d.envelope.message_id for d in deliveries])
+        for index, delivery in enumerate(deliveries):
+            try:
+                self._handle(delivery)
+            except Exception as exc:
+                raise RunStopped(index, exc) from None
+
+
+def run_dispatcher(handler: Runs, acks: Acks, topic: Topic = Topic.OUTBOUND) -> Dispatcher:
+    fast = Backoff(initial=0.001, maximum=0.001)
+    return Dispatcher(topic, handler, concurrency=4, max_attempts=3, dead_letter=acks.bury, backoff=fast)
+
+
+async def settled(acks: Acks, count: int) -> None:
+    """Wait until ``count`` deliveries were acknowledged or buried."""
+    async with asyncio.timeout(5):
+        while len(acks.done) + len(acks.buried) < count:
+            acks.changed.clear()
+            await acks.changed.wait()
+
+
+async def test_a_run_handler_gets_the_deliveries_of_a_key_that_wait_together_in_one_call() -> None:
+    acks, runs = Acks(), Runs()
+    dispatcher = run_dispatcher(runs, acks)
+    for n in range(3):
+        dispatcher.submit(acks.raw("chat-a", n))
+    dispatcher.submit(acks.raw("chat-b", 0))
+    await settled(acks, 4)
+    assert runs.calls == [["chat-a/0", "chat-a/1", "chat-a/2"], ["chat-b/0"]]  # alone: called as a handler
+    assert [m for m in acks.done if m.startswith("chat-a")] == ["chat-a/0", "chat-a/1", "chat-a/2"]
+    await dispatcher.stop(1.0)
+
+
+async def test_a_run_stopped_by_a_rejection_buries_that_delivery_and_goes_on_after_it() -> None:
+    acks, runs = Acks(), Runs({"chat-a/1": Rejected("chat blocked")})
+    dispatcher = run_dispatcher(runs, acks)
+    for n in range(3):
+        dispatcher.submit(acks.raw("chat-a", n))
+    await settled(acks, 3)
+    assert runs.calls == [["chat-a/0", "chat-a/1", "chat-a/2"], ["chat-a/2"]]
+    assert acks.done == ["chat-a/0", "chat-a/2"]
+    assert acks.buried == [("chat-a/1", "chat blocked", 1)]
+    await dispatcher.stop(1.0)
+
+
+async def test_a_run_stopped_by_an_outage_acknowledges_what_was_finished_and_resumes_at_the_stop() -> None:
+    acks, runs = Acks(), Runs({"chat-a/1": Unavailable("store away"), "chat-a/2": ValueError("bug")})
+    dispatcher = run_dispatcher(runs, acks)
+    for n in range(4):
+        dispatcher.submit(acks.raw("chat-a", n))
+    await settled(acks, 4)
+    assert runs.calls == [
+        ["chat-a/0", "chat-a/1", "chat-a/2", "chat-a/3"],
+        ["chat-a/1", "chat-a/2", "chat-a/3"],  # not acknowledged after the stop, so handled again
+        ["chat-a/2", "chat-a/3"],
+    ]
+    # An outage is no failure (attempt 1 again); an exception is, as for a handler called on it alone.
+    assert [a for a in runs.attempts if a[0] != "chat-a/0"][:4] == [
+        ("chat-a/1", 1),
+        ("chat-a/1", 1),
+        ("chat-a/2", 1),
+        ("chat-a/2", 2),
+    ]
+    assert acks.done == ["chat-a/0", "chat-a/1", "chat-a/2", "chat-a/3"] and acks.buried == []
+    await dispatcher.stop(1.0)
+
+
+async def test_an_unordered_topic_never_runs() -> None:
+    acks, runs = Acks(), Runs()
+    dispatcher = run_dispatcher(runs, acks, Topic.EMAIL)
+    for n in range(3):
+        dispatcher.submit(acks.raw("jobs", n))
+    await settled(acks, 3)
+    assert sorted(runs.calls) == [["jobs/0"], ["jobs/1"], ["jobs/2"]]
+    await dispatcher.stop(1.0)
 
 
 async def test_a_handler_waiting_aside_gives_its_slot_to_other_keys_and_keeps_its_own_order() -> None:
