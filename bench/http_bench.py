@@ -66,6 +66,7 @@ from bench.common import (  # noqa: E402
 )
 from bench.conversations import SCENARIOS, Scenario, Step  # noqa: E402
 from bench.stages import TurnRecord, breakdown, by_step, delivery_phase, read_marks  # noqa: E402
+from tests.support.clusters import RabbitCluster, RedisCluster  # noqa: E402
 from tests.support.fakes import (  # noqa: E402
     FakeTelegram,
     telegram_callback_update,
@@ -397,16 +398,29 @@ class Bench:
         finally:
             bot.stop()
 
-    async def gateway(self, vhost: str, source: Path = ROOT) -> Measured:
+    async def gateway(
+        self, vhost: str, source: Path = ROOT, clusters: tuple[RabbitCluster, RedisCluster] | None = None
+    ) -> Measured:
         """The gateway's processes, running the code of ``source`` (this checkout, or another for a
-        before/after comparison in the same run)."""
+        before/after comparison in the same run), on the machine's RabbitMQ and Redis or on ``clusters``."""
         args = self.args
         port, prefix = free_port(), f"hb{uuid.uuid4().hex[:6]}"
         marks = self.folder / f"timeline-{prefix}"
-        env = {
-            **os.environ,
+        services = {
             "GATEWAY_AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
             "GATEWAY_REDIS_URL": args.redis,
+        }
+        if clusters is not None:
+            rabbit, redis = clusters
+            services = {
+                "GATEWAY_AMQP_URL": rabbit.amqp_url,
+                "GATEWAY_QUEUE_TYPE": "quorum",
+                "GATEWAY_REDIS_URL": redis.url,
+                "GATEWAY_REDIS_CLUSTER": "true",
+            }
+        env = {
+            **os.environ,
+            **services,
             "GATEWAY_QUEUE_PREFIX": prefix,
             "GATEWAY_REDIS_PREFIX": prefix,
             "GATEWAY_STORIES": str(self.stories),
@@ -435,10 +449,17 @@ class Bench:
                 "redis": pids_of("redis-server", f":{urlsplit(args.redis).port or 6379}"),
             }
             name = "gateway (serve + 2 workers + mailer)" if source == ROOT else f"gateway of {source}"
-            measured = await self.measure(f"http://127.0.0.1:{port}", name, groups, env["GATEWAY_AMQP_URL"])
+            if clusters is not None:
+                rabbit, redis = clusters
+                groups["rabbitmq"] = pids_of("beam.smp", str(rabbit.base_dir))
+                groups["redis"] = [pid for port in redis.ports for pid in pids_of("redis-server", f":{port}")]
+                name = "gateway on the clusters (3 RabbitMQ nodes, quorum; 6-node Redis Cluster)"
+            floor_url = env["GATEWAY_AMQP_URL"].split(",")[0]
+            measured = await self.measure(f"http://127.0.0.1:{port}", name, groups, floor_url)
         finally:
             processes.stop()
-            await delete_keys(args.redis, f"{prefix}:*")
+            if clusters is None:
+                await delete_keys(args.redis, f"{prefix}:*")
         print(f"  where the paced turns of {name} spend their time ({self.scenario.name}):")
         timeline = read_marks(marks)
         print("\n".join(breakdown(measured.paced.turns, timeline)))
@@ -486,6 +507,11 @@ async def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--contend", type=int, default=0, help="busy-looping processes during open loops")
     parser.add_argument(
+        "--clusters",
+        action="store_true",
+        help="also measure the gateway on a 3-node RabbitMQ cluster (quorum) and a 6-node Redis Cluster",
+    )
+    parser.add_argument(
         "--compare",
         type=Path,
         action="append",
@@ -496,6 +522,10 @@ async def main() -> None:
     names = list(SCENARIOS) if args.scenario == "both" else [args.scenario]
     folder = Path(tempfile.mkdtemp(prefix="http-bench-"))
     print(f"load average {os.getloadavg()[0]:.2f} at the start", flush=True)
+    clusters: tuple[RabbitCluster, RedisCluster] | None = None
+    if args.clusters:
+        print("starting the clusters (bin/clusters' own: private ports and folders)", flush=True)
+        clusters = (RabbitCluster(folder / "rabbit").start(), RedisCluster(folder / "redis").start())
     try:
         with rabbit_vhost() as (vhost, _):
             async with BotApi() as api:
@@ -511,13 +541,26 @@ async def main() -> None:
                     idiomatic = await bench.baseline("aiogram_bot.py", "naive bot, aiogram")
                     others = [(await bench.gateway(vhost, other.resolve()), other) for other in args.compare]
                     ours = await bench.gateway(vhost)
+                    clustered = await bench.gateway(vhost, clusters=clusters) if clusters else None
                     for measured, other in others:
                         verdict(scenario, lean, idiomatic, measured, f"gateway of {other}")
                     verdict(scenario, lean, idiomatic, ours, "gateway of this checkout")
+                    if clustered is not None:
+                        verdict(scenario, lean, idiomatic, clustered, "gateway on the clusters")
+                        print(
+                            f"== {name}: clusters / one node: throughput "
+                            f"{clustered.closed.rate / ours.closed.rate:.2f}x, paced p50 "
+                            f"{clustered.paced.percentile(0.5) / ours.paced.percentile(0.5):.2f}x, p99 "
+                            f"{clustered.paced.percentile(0.99) / ours.paced.percentile(0.99):.2f}x",
+                            flush=True,
+                        )
                 if api.unexpected:
                     raise RuntimeError(f"{api.unexpected} replies came that no message was waiting for")
     finally:
         print(f"load average {os.getloadavg()[0]:.2f} at the end", flush=True)
+        if clusters is not None:
+            for cluster in clusters:
+                cluster.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
