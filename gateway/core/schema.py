@@ -90,7 +90,9 @@ class Inbound(_Wire):
     timer: str | None = None
     # "broadcast": not the user's message but an operator's broadcast starting ``story`` for them, in
     # order with their messages (id "broadcast:<broadcast id>:<user>", so a broadcast starts it once).
-    kind: Literal["message", "broadcast"] = "message"
+    # "staff": a person's answer from the desk of a handed-over conversation (STORIES.md, "Handing over
+    # to a person"), its author in ``user_name``; "handback": the desk hands the conversation back.
+    kind: Literal["message", "broadcast", "staff", "handback"] = "message"
     story: str | None = None
 
     def to_json(self) -> bytes:
@@ -129,6 +131,15 @@ class Reply(_Wire):
     buttons: tuple[Button, ...] = ()
     meta: dict[str, str] = Field(default_factory=dict)
     created_at: float = Field(default_factory=time.time)
+    # Set on a person's answer from a support desk: the name it is shown with (the web chat labels it).
+    author: str | None = None
+
+    def to_json(self) -> bytes:
+        """Written without ``author`` when it is None, as before it existed (deliverers of the previous
+        release read every reply but a person's)."""
+        if self.author is None:
+            return self.model_dump_json(exclude={"author"}).encode()
+        return super().to_json()
 
     @property
     def conversation(self) -> ConversationKey:
@@ -151,6 +162,15 @@ class EmailJob(_Wire):
     chat: str = ""
     user: str = ""
     created_at: float = Field(default_factory=time.time)
+    # A support ticket's later messages: the id of the job that opened the ticket. The mailer threads the
+    # email under it (In-Reply-To and References name that job's Message-ID).
+    thread: str | None = None
+
+    def to_json(self) -> bytes:
+        """Written without ``thread`` when it is None, as before it existed."""
+        if self.thread is None:
+            return self.model_dump_json(exclude={"thread"}).encode()
+        return super().to_json()
 
 
 def parse(body: bytes | str, expect: type[Any]) -> Any:

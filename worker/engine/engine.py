@@ -33,6 +33,7 @@ from worker.engine.model import (
     CallApi,
     FollowUp,
     Goto,
+    HandOff,
     Jump,
     SendEmail,
     SendImage,
@@ -65,6 +66,20 @@ class Turn:
     call: HttpRequest | None = None
     # The follow_up actions that ran, in order: the worker turns them into pending timers.
     follow_ups: tuple[FollowUp, ...] = field(default=())
+    # The handoff action that ended the turn, rendered: the worker hands the conversation over.
+    handoff: HandOffOrder | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandOffOrder:
+    """A ``handoff`` action as it ran: its templates rendered with the turn's values."""
+
+    desk: str  # "email" or "slack"
+    to: str  # the desk's address(es) or Slack channel id
+    subject: str
+    summary: str
+    until: float  # seconds without a person's message before the conversation is handed back
+    resume: str | None
 
 
 def _put(values: dict[str, str], name: str, value: str | None) -> None:
@@ -101,6 +116,34 @@ class Engine:
         run.answers = answers
         try:
             return run.handle()
+        except _NeedsAnswer as needed:
+            return Turn(session, {}, [], [], warnings=tuple(run.warnings), call=needed.request)
+
+    def resume(
+        self,
+        session: Session | None,
+        user: Mapping[str, str],
+        message: Inbound,
+        story_id: str,
+        now: float,
+        answers: Sequence[HttpAnswer] = (),
+    ) -> Turn:
+        """A person handed the conversation back: start ``story_id`` (a handoff's ``resume``) with the
+        session's values kept and ``@message`` empty. A story that no longer exists runs nothing (the
+        session is kept, nothing waits)."""
+        run = _Run(self.stories, session, user, message, now)
+        run.secrets = self.secrets
+        run.answers = answers
+        run.said = ""
+        if session is not None:
+            run.values = dict(session.values)
+        story = self.stories.stories.get(story_id)
+        if story is None:
+            run.warnings.append(f"resume story {story_id!r}, which the stories no longer have")
+            kept = Session(session.story, None, session.values, (), session.ttl) if session else None
+            return run.turn(kept, "resume")
+        try:
+            return run.run(story, story.entry, "resume")
         except _NeedsAnswer as needed:
             return Turn(session, {}, [], [], warnings=tuple(run.warnings), call=needed.request)
 
@@ -144,8 +187,8 @@ class _Run:
     """The state of handling one message."""
 
     __slots__ = (
-        "answers", "calls", "emails", "follow_ups", "message", "now", "offered", "replies", "said", "secrets",
-        "session", "stories", "user", "user_changes", "user_copy", "values", "warnings",
+        "answers", "calls", "emails", "follow_ups", "handoff", "message", "now", "offered", "replies", "said",
+        "secrets", "session", "stories", "user", "user_changes", "user_copy", "values", "warnings",
     )  # fmt: skip
 
     def __init__(
@@ -168,6 +211,7 @@ class _Run:
         self.answers: Sequence[HttpAnswer] = ()
         self.calls = 0  # http calls of this turn so far
         self.follow_ups: list[FollowUp] = []
+        self.handoff: HandOffOrder | None = None
 
     # -- which step handles the message -----------------------------------------------------------
 
@@ -330,10 +374,15 @@ class _Run:
                         break
                 elif isinstance(action, FollowUp):
                     self.follow_ups.append(action)
+                elif isinstance(action, HandOff):
+                    self.handoff = self.hand_off(action)
+                    break
             else:
                 if step.waits:
                     waiting = step
                 break
+            if self.handoff is not None:
+                break  # the conversation is a person's now: nothing more runs and nothing waits
         session = Session(
             story=story.id,
             step=waiting.id if waiting is not None else None,
@@ -342,6 +391,15 @@ class _Run:
             ttl=story.ttl,
         )
         return self.turn(session, route)
+
+    def hand_off(self, action: HandOff) -> HandOffOrder:
+        values = self.values
+        user = self.user if self.user_copy is None else self.user_copy
+        said = self.said
+        subject = one_line(action.subject.render(values, user, said)) if action.subject is not None else ""
+        summary = action.summary.render(values, user, said) if action.summary is not None else ""
+        to = one_line(action.to.render(values, user, said))
+        return HandOffOrder(action.desk, to, subject, summary, action.until.seconds, action.resume)
 
     def holds(self, conditions: tuple[Condition, ...]) -> bool:
         user = self.user if self.user_copy is None else self.user_copy
@@ -506,5 +564,5 @@ class _Run:
     def turn(self, session: Session | None, route: str | None) -> Turn:
         return Turn(
             session, self.user_changes, self.replies, self.emails, route, tuple(self.warnings),
-            follow_ups=tuple(self.follow_ups),
+            follow_ups=tuple(self.follow_ups), handoff=self.handoff,
         )  # fmt: skip

@@ -167,7 +167,23 @@ class FollowUp:
     when: tuple[Condition, ...] = ()
 
 
-Action = SendMessage | SendImage | SetValues | SendEmail | Goto | Jump | CallApi | FollowUp
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """The ``handoff`` action: the conversation goes to a person at ``desk`` (STORIES.md, "Handing over
+    to a person") until they hand it back or ``until`` passes with no message of theirs; then ``resume``
+    (a story id) starts, the session kept. Later actions of the step do not run and nothing waits."""
+
+    desk: Literal["email", "slack"]
+    to: Template  # email: the desk's address; slack: a channel id
+    subject: Template | None  # email only; None: "Conversation with <user>"
+    summary: Template | None
+    until: Delay
+    resume: str | None
+    where: Where
+    when: tuple[Condition, ...] = ()
+
+
+Action = SendMessage | SendImage | SetValues | SendEmail | Goto | Jump | CallApi | FollowUp | HandOff
 
 
 @dataclass(frozen=True, slots=True)

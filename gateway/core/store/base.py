@@ -129,6 +129,26 @@ class Store(ABC):
         """End ``holder``'s lease on ``item``; a lease someone else has taken meanwhile stays theirs."""
 
     @abstractmethod
+    async def put_link(self, namespace: str, item: str, value: str, ttl: float) -> None:
+        """Remember ``value`` for ``item`` for ``ttl`` seconds (replacing an earlier one): a lookup from
+        an outside id to ours, such as a Slack desk thread's ``ts`` to the conversation it carries."""
+
+    @abstractmethod
+    async def get_link(self, namespace: str, item: str) -> str | None: ...
+
+    @abstractmethod
+    async def add_live_member(self, group: str, member: str, until: float) -> None:
+        """Put ``member`` in ``group`` until the time ``until`` (seconds since the epoch), or move its end
+        there. Members past their end no longer count, so a member nobody removes (its user erased) lapses."""
+
+    @abstractmethod
+    async def remove_live_member(self, group: str, member: str) -> None: ...
+
+    @abstractmethod
+    async def count_live_members(self, group: str, now: float) -> int:
+        """The members of ``group`` whose end is after ``now`` (those before it are dropped on the way)."""
+
+    @abstractmethod
     async def ping(self) -> bool:
         """True when the store answers now (for ``/readyz``)."""
 

@@ -86,6 +86,15 @@ class KeyBuilder:
         read and removed, so that an upgrade repeats nothing. Such keys expire within the dedup TTL."""
         return f"{self.prefix}:seen:{escape(namespace)}:{escape(item)}"
 
+    def link(self, namespace: str, item: str) -> str:
+        """A lookup from an outside id (a Slack thread) to ours; expires. The item is digested."""
+        return f"{self.prefix}:link:{escape(namespace)}:{digest(item)}"
+
+    def live_group(self, group: str) -> str:
+        """A group of members, each until a time (a sorted set: member → end, in ms), such as the
+        conversations handed over now; members are digests, never user ids."""
+        return f"{self.prefix}:{{group:{escape(group)}}}:live"
+
     def schedule(self, partition: int) -> str:
         """The index of one bus partition's timer schedule (a sorted set of buckets, see
         :mod:`gateway.core.schedule.buckets`); a hash tag of its own per partition, so the partitions

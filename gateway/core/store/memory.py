@@ -73,6 +73,8 @@ class MemoryStore(Store):
         self._records: _ExpiringMap[tuple[ConversationKey, str], bytes] = _ExpiringMap()  # (conv, kind)
         self._seen: _ExpiringMap[tuple[str, str], None] = _ExpiringMap()  # (namespace, item)
         self._leases: _ExpiringMap[tuple[str, str], str] = _ExpiringMap()  # (namespace, item) -> holder
+        self._links: _ExpiringMap[tuple[str, str], str] = _ExpiringMap()  # (namespace, item) -> value
+        self._groups: dict[str, dict[str, float]] = {}  # group -> member -> until (epoch seconds)
 
     async def load(self, key: ConversationKey, message_id: str, records: Sequence[str] = ()) -> Snapshot:
         now = self._purge()
@@ -154,6 +156,26 @@ class MemoryStore(Store):
         if self._leases.get((namespace, item), now) == holder:
             self._leases.pop((namespace, item))
 
+    async def put_link(self, namespace: str, item: str, value: str, ttl: float) -> None:
+        now = self._purge()
+        self._links.put((namespace, item), value, now + ttl)
+
+    async def get_link(self, namespace: str, item: str) -> str | None:
+        now = self._purge()
+        return self._links.get((namespace, item), now)
+
+    async def add_live_member(self, group: str, member: str, until: float) -> None:
+        self._groups.setdefault(group, {})[member] = until
+
+    async def remove_live_member(self, group: str, member: str) -> None:
+        self._groups.get(group, {}).pop(member, None)
+
+    async def count_live_members(self, group: str, now: float) -> int:
+        members = self._groups.get(group, {})
+        for member in [m for m, until in members.items() if until <= now]:
+            del members[member]
+        return len(members)
+
     async def ping(self) -> bool:
         return True
 
@@ -170,6 +192,8 @@ class MemoryStore(Store):
             + len(self._seen)
             + len(self._leases)
             + len(self._records)
+            + len(self._links)
+            + sum(len(members) for members in self._groups.values())
         )
 
     def _purge(self) -> float:
@@ -180,4 +204,5 @@ class MemoryStore(Store):
         self._seen.purge(now)
         self._leases.purge(now)
         self._records.purge(now)
+        self._links.purge(now)
         return now

@@ -352,6 +352,27 @@ class RedisStore(Store):
     async def release(self, namespace: str, item: str, holder: str) -> None:
         await self._pipeline.run(self._release, (self.keys.lease(namespace, item),), (holder,))
 
+    async def put_link(self, namespace: str, item: str, value: str, ttl: float) -> None:
+        await self._pipeline.execute(
+            "SET", self.keys.link(namespace, item), value.encode(), "PX", _milliseconds(ttl)
+        )
+
+    async def get_link(self, namespace: str, item: str) -> str | None:
+        found = await self._pipeline.execute("GET", self.keys.link(namespace, item))
+        return None if found is None else _text(found)
+
+    async def add_live_member(self, group: str, member: str, until: float) -> None:
+        await self._pipeline.execute("ZADD", self.keys.live_group(group), round(until * 1000), member)
+
+    async def remove_live_member(self, group: str, member: str) -> None:
+        await self._pipeline.execute("ZREM", self.keys.live_group(group), member)
+
+    async def count_live_members(self, group: str, now: float) -> int:
+        key = self.keys.live_group(group)
+        await self._pipeline.execute("ZREMRANGEBYSCORE", key, "-inf", round(now * 1000))
+        count: int = await self._pipeline.execute("ZCARD", key)
+        return count
+
     async def ping(self) -> bool:
         if isinstance(self._pipeline, ClusterPipeline):
             return await self._pipeline.ping()

@@ -423,9 +423,7 @@ async def test_records_are_kept_beside_the_session_with_their_own_ttl(harness: H
 
     assert await store.commit(KEY, Commit("m2", None, records={"handoff": None})) is True
     assert (await store.load(KEY, "m3", ("timers", "handoff"))).records == {"timers": timers.value}
-    await harness.until_expired(
-        lambda: _records_gone(store, ("timers",))
-    )
+    await harness.until_expired(lambda: _records_gone(store, ("timers",)))
 
 
 async def _records_gone(store: Store, kinds: tuple[str, ...]) -> bool:
@@ -438,3 +436,34 @@ async def test_a_record_kind_that_could_break_a_key_is_refused(store: Store) -> 
     with pytest.raises(ValueError, match="record kind"):
         await store.load(KEY, "m1", ("{tag}",))
     assert (await store.load(KEY, "m1")).outputs is None, "nothing was written"
+
+
+async def test_a_link_is_kept_replaced_and_expires(harness: Harness, store: Store) -> None:
+    assert await store.get_link("desk-thread", "C1:1700000000.000100") is None
+    await store.put_link("desk-thread", "C1:1700000000.000100", "first", harness.short_ttl)
+    await store.put_link("desk-thread", "C1:1700000000.000100", "slack/D1/U1", harness.short_ttl)
+    assert await store.get_link("desk-thread", "C1:1700000000.000100") == "slack/D1/U1"
+    assert await store.get_link("other", "C1:1700000000.000100") is None  # namespaces are apart
+    await harness.before_expiry()
+    assert await store.get_link("desk-thread", "C1:1700000000.000100") == "slack/D1/U1"
+
+    async def forgotten() -> bool:
+        return await store.get_link("desk-thread", "C1:1700000000.000100") is None
+
+    await harness.until_expired(forgotten)
+
+
+async def test_live_members_count_until_their_end(store: Store) -> None:
+    now = time.time()
+    assert await store.count_live_members("handed-over", now) == 0
+    await store.add_live_member("handed-over", "a", now + 100)
+    await store.add_live_member("handed-over", "b", now + 10)
+    await store.add_live_member("handed-over", "a", now + 200)  # moved, not added twice
+    await store.add_live_member("elsewhere", "c", now + 100)
+    assert await store.count_live_members("handed-over", now) == 2
+    assert await store.count_live_members("handed-over", now + 50) == 1  # b's end has passed
+    await store.add_live_member("handed-over", "b", now + 300)  # lapsed members do not come back by count
+    await store.remove_live_member("handed-over", "a")
+    await store.remove_live_member("handed-over", "never-there")
+    assert await store.count_live_members("handed-over", now + 50) == 1
+    assert await store.count_live_members("elsewhere", now) == 1
