@@ -1,4 +1,12 @@
-"""Signed conversation tokens: what a support desk's reply address and "Hand back" button carry.
+"""What the roles share about support desks (STORIES.md, "Handing over to a person"): the names of the
+handoff record, links and reply fields, and the signed conversation tokens.
+
+A desk's replies go out as ordinary replies to the Slack channel (the desk's thread) or as email jobs
+(the ticket); their meta names the conversation they are about (:data:`DESK_OF`), so a channel can thread
+them. A person's answer comes back as an ``Inbound`` of kind ``staff`` (``handback`` for the hand-back
+button) on the user's own conversation, so it is handled in order with the user's messages.
+
+Tokens: what a support desk's reply address and "Hand back" button carry.
 
 A token names one conversation and is signed with ``GATEWAY_SECRET_KEY`` (HMAC-SHA256), so that whoever
 reads a ticket cannot make up a token for another conversation or change the one they hold. It is lower
@@ -13,6 +21,18 @@ import hashlib
 import hmac
 
 from gateway.core.schema import ConversationKey
+
+HANDOFF_RECORD = "handoff"  # the conversation record of a handed-over conversation (its kind)
+HANDED_OVER = "handed-over"  # the store's live group of handed-over conversations (digests), for metrics
+
+# Reply.meta keys of a post to a Slack desk: the conversation it is about (str of its ConversationKey),
+# "root" (opens the thread; carries DESK_TOKEN) or "thread" (a reply in it), and the seconds to keep
+# the thread's links.
+DESK_OF, DESK_POST, DESK_TOKEN, DESK_TTL = "desk_of", "desk_post", "desk_token", "desk_ttl"
+# Store link namespaces of Slack desk threads: "<channel id>:<thread ts>" -> token, and
+# "<channel id>:<token>" -> thread ts.
+THREAD_OF_TS, TS_OF_THREAD = "desk-thread", "desk-root"
+HANDBACK_PREFIX = "handback:"  # the Hand back button's payload: "handback:<token>"
 
 MAC_BYTES = 10  # 80 bits: forging one by guessing is out of reach
 _PURPOSE = b"gateway desk token v1\x00"
