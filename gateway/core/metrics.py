@@ -68,6 +68,42 @@ class Metrics:
             registry=r,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.handoffs_open = Gauge(
+            "gateway_handoffs_open",
+            "Conversations handed over to a person now (read from the store at each scrape)",
+            registry=r,
+        )
+        self.handoffs = Counter(
+            "gateway_handoffs",
+            "Conversations handed over (opened) and handed back, by how",
+            ["event"],
+            registry=r,
+        )
+        self.staff_replies = Counter(
+            "gateway_staff_replies",
+            "Answers of a person passed on to the user, by desk",
+            ["desk"],
+            registry=r,
+        )
+        self.desk_messages = Counter(
+            "gateway_desk_messages", "Messages of users passed on to a desk, by desk", ["desk"], registry=r
+        )
+        self.inbox_refused = Counter(
+            "gateway_inbox_refused",
+            "Inbound mails the inbox refused, by reason (not_staff, bad_token, handed_back, too_big, "
+            "unparseable, no_text, duplicate)",
+            ["reason"],
+            registry=r,
+        )
+        self.inbox_accepted = Counter(
+            "gateway_inbox_accepted", "Staff replies the inbox accepted onto the bus", registry=r
+        )
+        self.first_staff_answer = Histogram(
+            "gateway_handoff_first_answer_seconds",
+            "From a conversation's handoff to the first answer of a person",
+            registry=r,
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600, 86400),
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

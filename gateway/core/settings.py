@@ -102,6 +102,15 @@ class Settings:
     http_allow: tuple[str, ...] = ()
     http_concurrency: int = 100
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # Support desks (STORIES.md, "Handing over to a person"; OPERATIONS.md, "gateway inbox").
+    secret_key: str = field(default="", repr=False, compare=False)  # GATEWAY_SECRET_KEY: signs desk tokens
+    inbox_address: str | None = None  # the desk's reply address; None: no email desk
+    inbox_host: str = "127.0.0.1"
+    inbox_port: int = 2525
+    imap_url: str | None = None  # read staff replies from this mailbox instead of receiving them by SMTP
+    staff: tuple[
+        str, ...
+    ] = ()  # addresses and "@domain"s whose replies are accepted; none: every one refused
 
     @property
     def emails_dir(self) -> Path:
@@ -392,7 +401,38 @@ class _Reader:
             http_allow=self.http_allow(),
             http_concurrency=self.integer("GATEWAY_HTTP_CONCURRENCY", d.http_concurrency, 1, 10000),
             secrets=self.secrets(),
+            secret_key=self.raw("GATEWAY_SECRET_KEY") or "",
+            inbox_address=self.inbox_address(),
+            inbox_host=self.text("GATEWAY_INBOX_HOST", d.inbox_host),
+            inbox_port=self.integer("GATEWAY_INBOX_PORT", d.inbox_port, 0, 65535),
+            imap_url=self.url("GATEWAY_IMAP_URL", ("imap", "imaps")),
+            staff=self.staff(),
         )
+
+    def inbox_address(self) -> str | None:
+        address = self.raw("GATEWAY_INBOX_ADDRESS")
+        if address is None:
+            return None
+        local, _, domain = address.strip().rpartition("@")
+        if not local or not domain or "+" in local or any(c.isspace() for c in address.strip()):
+            raise self.fail(
+                "GATEWAY_INBOX_ADDRESS", f"use one address like desk@bot.example.com, got {address!r}"
+            )
+        if not self.raw("GATEWAY_SECRET_KEY"):
+            raise self.fail(
+                "GATEWAY_SECRET_KEY", "is required with GATEWAY_INBOX_ADDRESS (it signs reply addresses)"
+            )
+        return address.strip()
+
+    def staff(self) -> tuple[str, ...]:
+        """GATEWAY_STAFF: addresses and ``@domain``s, lower case."""
+        raw = self.raw("GATEWAY_STAFF") or ""
+        entries = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+        for entry in entries:
+            _, at, domain = entry.rpartition("@")
+            if not at or not domain or ("." not in domain and domain != "localhost"):
+                raise self.fail("GATEWAY_STAFF", f"use addresses and @domains, got {entry!r}")
+        return entries
 
 
 DEFAULTS = Settings()
