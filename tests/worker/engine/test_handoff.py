@@ -46,6 +46,8 @@ stories:
     steps:
       - id: only
         actions:
+          - message: Hello.
+            quick_replies: [{title: Later, goto: after}]
           - handoff: {desk: slack, to: C0123ABCD, resume: csat}
             if: '@user.Vip == "yes"'
           - message: No person for you, {{@user.FirstName}}.
@@ -121,12 +123,15 @@ def test_a_handoff_with_if_runs_only_when_it_holds(tmp_path: Path) -> None:
     vip = Chat(stories, user={"Vip": "yes", "FirstName": "Ada"})
     turn = vip.send("maybe")
     assert turn.handoff is not None and turn.handoff.resume == "csat"
-    assert turn.replies == [] and turn.session is not None and turn.session.step is None
+    assert [reply.text for reply in turn.replies] == ["Hello."]  # what the step said before it is sent
+    assert turn.session is not None and turn.session.step is None
+    assert turn.session.buttons == ()  # the conversation is a person's: no button of the bot's is live
     other = Chat(stories, user={"FirstName": "Bob"})
     turn = other.send("maybe")
     assert turn.handoff is None
-    assert [reply.text for reply in turn.replies] == ["No person for you, Bob."]
+    assert [reply.text for reply in turn.replies] == ["Hello.", "No person for you, Bob."]
     assert turn.session is not None and turn.session.step == "only"  # the step waits as usual
+    assert other.buttons == ["Later"]
     assert other.say("hello") == ["Waited: hello"]
 
 
@@ -138,7 +143,7 @@ def test_a_to_that_renders_to_no_desk_skips_the_handoff_with_a_warning(tmp_path:
     assert warning.endswith("bot.yml:26:22 skipped: '#support' is not a Slack channel id")
     turn = Chat(stories, user={"DeskEmail": "support at example"}).send("nowhere")
     assert turn.handoff is None
-    assert turn.warnings[0].endswith("bot.yml:63:22 skipped: no valid address in 'to'")
+    assert turn.warnings[0].endswith("bot.yml:65:22 skipped: no valid address in 'to'")
     assert [reply.text for reply in turn.replies] == ["Connecting you."]
     assert turn.session is not None and turn.session.step is None  # the step ends as it would have
     turn = Chat(stories, user={"DeskEmail": "desk@example.com"}).send("nowhere")
