@@ -55,6 +55,7 @@ from aiogram.methods import (
     SetWebhook,
 )
 from aiogram.types import (
+    BufferedInputFile,
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -74,6 +75,7 @@ from channels.base import (
     Unauthorized,
     WebhookRequest,
 )
+from channels.data_url import decode_image, is_data_url
 from channels.ratelimit import TELEGRAM_LIMIT
 from channels.telegram_session import JsonAiohttpSession
 from gateway.core.schema import Attachment, ButtonPress, Inbound, Reply
@@ -297,13 +299,15 @@ class TelegramChannel(Channel):
         text = reply.text
         calls: list[Callable[[], Awaitable[object]]] = []
         if reply.image is not None:
+            photo = _photo(reply.image.url)
             caption = "\n\n".join(part for part in (reply.image.caption, text) if part)
             if len(caption) <= CAPTION_LIMIT:
-                url = reply.image.url
-                return [partial(self.bot.send_photo, chat, url, caption=caption or None, reply_markup=markup)]
+                return [
+                    partial(self.bot.send_photo, chat, photo, caption=caption or None, reply_markup=markup)
+                ]
             # Too long for one caption: the photo, then the text.
             own_caption = (reply.image.caption or "")[:CAPTION_LIMIT] or None
-            calls.append(partial(self.bot.send_photo, chat, reply.image.url, caption=own_caption))
+            calls.append(partial(self.bot.send_photo, chat, photo, caption=own_caption))
         if not text and markup is None:
             return calls
         parts = _chunks(text or EMPTY_TEXT, TEXT_LIMIT)
@@ -311,6 +315,15 @@ class TelegramChannel(Channel):
             last_markup = markup if n == len(parts) else None
             calls.append(partial(self.bot.send_message, chat, part, reply_markup=last_markup))
         return calls
+
+
+def _photo(url: str) -> str | BufferedInputFile:
+    """What ``sendPhoto`` is given: a URL Telegram fetches, or the bytes of a ``data:`` URL, uploaded (a
+    multipart call); a ``data:`` URL that does not decode is :class:`Refused`."""
+    if not is_data_url(url):
+        return url
+    image = decode_image(url)
+    return BufferedInputFile(image.data, filename=image.filename)
 
 
 def _first_error(exc: ValidationError) -> str:
