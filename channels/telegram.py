@@ -10,7 +10,8 @@ validating its content, so a kind newer than aiogram never makes Telegram retry 
 Outbound: through aiogram's ``Bot`` on ``TELEGRAM_API_URL``, with no ``parse_mode``, so user text can never
 break (or inject) formatting. Buttons become an inline keyboard whose ``callback_data`` is the button's
 payload; a payload over Telegram's 64-byte limit is sent as a digest (:func:`callback_data`) and comes back
-as a press whose title is the button's text, so the engine matches it by title.
+as a press whose title is the button's text, so the engine matches it by title. An image in a ``data:``
+URL (a person's answer by email) is uploaded: ``sendPhoto`` with the bytes, as a multipart form.
 
 Photos the user sends arrive as ``telegram-file:<file_id>`` URLs: resolving a downloadable URL would cost
 a ``getFile`` call per photo while the webhook waits, and that URL embeds the bot token, which must not
