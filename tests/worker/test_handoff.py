@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.core.desk import DESK_POST, DESK_TOKEN, HANDBACK_PREFIX, token_of_address, verify
+from gateway.core.desk import DESK_POST, DESK_TOKEN, token_of_address, verify
 from gateway.core.schema import ConversationKey, Inbound
 from tests.support.timers import DESK_INBOX, DESK_KEY, TimerRig
 
@@ -149,8 +149,7 @@ async def test_a_slack_desk_thread_opens_with_a_hand_back_button_and_the_button_
         assert post.meta[DESK_POST] == "thread" and "still waiting" in post.text
         token = root.meta[DESK_TOKEN]
         assert verify(DESK_KEY, token) == ConversationKey("test", "u1", "u1")
-        [button] = root.buttons
-        assert button.title == "Hand back" and button.payload == HANDBACK_PREFIX + token
+        assert root.buttons == ()  # the Slack channel adds the Hand back button from the token
         assert rig.emails == []
         before = len(rig.replies)
         await rig.publish([staff(rig, "", kind="handback")])

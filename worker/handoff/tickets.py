@@ -8,10 +8,10 @@ opens the conversation's thread with the first and posts the others in it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from gateway.core.desk import DESK_OF, DESK_POST, DESK_TOKEN, DESK_TTL, HANDBACK_PREFIX
-from gateway.core.schema import Button, EmailJob, Inbound, Reply
+from gateway.core.desk import DESK_OF, DESK_POST, DESK_TOKEN, DESK_TTL
+from gateway.core.schema import EmailJob, Inbound, Reply
 from worker.engine.engine import HandOffOrder
 from worker.engine.entities import split_addresses
 from worker.handoff.state import Handoff
@@ -86,17 +86,15 @@ def follow_up_email(
 def slack_post(
     reply_id: str, handoff: Handoff, message: Inbound, text: str, now: float, *, root: bool
 ) -> Reply:
-    """A post to the Slack desk: the thread's root (with the Hand back button) or a reply in it."""
+    """A post to the Slack desk: the thread's root or a reply in it (the Slack channel adds the root's
+    Hand back button, from its token)."""
     meta = {
         DESK_OF: str(message.conversation),
         DESK_POST: "root" if root else "thread",
         DESK_TOKEN: handoff.ticket,
         DESK_TTL: str(round(handoff.deadline - now + LINK_GRACE)),
     }
-    buttons: Sequence[Button] = (
-        (Button(title="Hand back", payload=HANDBACK_PREFIX + handoff.ticket),) if root else ()
-    )
     return Reply(
         id=reply_id, in_reply_to=message.id, channel="slack", chat=handoff.to, user=handoff.to, text=text,
-        buttons=tuple(buttons), meta=meta, created_at=now,
+        meta=meta, created_at=now,
     )  # fmt: skip
