@@ -27,6 +27,8 @@ def reply_text(text: str) -> str:
     if not parsed.replies:
         return ""
     latest = parsed.replies[0]
+    if latest.headers:  # the mail begins with a quoted reply's header: nothing new was written above it
+        return ""
     body = str(latest.body).strip()
     if _HANDBACK_LINE.search(latest.content) and not _HANDBACK_LINE.search(body):
         body = f"{body}\n#bot".strip()
