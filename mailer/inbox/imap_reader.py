@@ -18,7 +18,9 @@ import hashlib
 import logging
 import re
 import ssl
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aioimaplib
@@ -104,11 +106,13 @@ class ImapInbox:
         self.retry_seconds = retry_seconds
         self.max_backoff = max_backoff
         self.timeout = timeout
-        self.sweeps = 0  # finished sweeps (tests wait on them)
-        self._swept = asyncio.Condition()
+        self.sweeps = 0  # finished sweeps
+        self.handled: dict[int, bool] = {}  # UID -> done (marked seen) or refused (left unseen), this run
+        self._progress = asyncio.Condition()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: aioimaplib.IMAP4 | None = None
+        self._lost = asyncio.Event()  # set when the current connection goes away
         self._refused: set[str] = set()  # this process's cache of REFUSED_NAMESPACE
 
     async def start(self) -> None:
@@ -135,8 +139,23 @@ class ImapInbox:
 
     async def wait_sweeps(self, count: int) -> None:
         """Return once ``count`` sweeps of the mailbox have finished (for tests and benchmarks)."""
-        async with self._swept:
-            await self._swept.wait_for(lambda: self.sweeps >= count)
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.sweeps >= count)
+
+    async def wait_handled(self, uid: int) -> bool:
+        """Return once message ``uid`` is handled (its flag set, or its refusal remembered): whether it was
+        passed on (now or before) and marked seen."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: uid in self.handled)
+        return self.handled[uid]
+
+    async def _progressed(self, uid: int | None = None, done: bool = False) -> None:
+        async with self._progress:
+            if uid is None:
+                self.sweeps += 1
+            else:
+                self.handled[uid] = done
+            self._progress.notify_all()
 
     # -- the loop ---------------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -145,7 +164,7 @@ class ImapInbox:
             try:
                 client = await self._connect()
                 delay = self.retry_seconds
-                await self._serve(client)
+                await self._until_lost(self._serve(client))
             except (ImapError, aioimaplib.AioImapException, OSError, TimeoutError, ssl.SSLError) as exc:
                 reason = str(exc) or repr(exc)
                 log.warning("inbox: IMAP %s: %s; connecting again in %.1f s", self.url, reason, delay)
@@ -162,10 +181,32 @@ class ImapInbox:
         else:
             client = aioimaplib.IMAP4(host=url.host, port=url.port, timeout=self.timeout)
         self._client = client
+        self._lost = asyncio.Event()
+        lost = self._lost
+        client.protocol.conn_lost_cb = lambda exc: lost.set()  # IMAP4_SSL takes no conn_lost_cb argument
         await client.wait_hello_from_server()
         _ok(await client.login(url.user, url.password), f"login as {url.user}")
         log.info("inbox: reading %s", url)
         return client
+
+    async def _until_lost(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work``; if the connection goes away first (aioimaplib's commands would wait for an answer
+        that never comes), cancel it and raise :class:`ConnectionError`. A mail cut off between its publish
+        and its flag is passed on again under the same id, and found recorded."""
+        task = asyncio.ensure_future(work)
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, lost, return_exceptions=True)
+        if not task.cancelled() and task.exception() is None:
+            return
+        if self._lost.is_set():
+            raise ConnectionError("the server closed the connection")
+        task.result()  # its own error
 
     async def _serve(self, client: aioimaplib.IMAP4) -> None:
         selected = _ok(await client.select(self.url.mailbox), f"select {self.url.mailbox}")
@@ -174,9 +215,7 @@ class ImapInbox:
         idle = client.has_capability("IDLE")
         while not self._stopping.is_set():
             complete = await self._sweep(client, validity)
-            async with self._swept:
-                self.sweeps += 1
-                self._swept.notify_all()
+            await self._progressed()
             if self._stopping.is_set():
                 return
             if not complete:
@@ -206,6 +245,7 @@ class ImapInbox:
                 return False
             if done:
                 _ok(await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"), f"mark UID {uid} seen")
+            await self._progressed(uid, done)
         return True
 
     async def _hand_over(self, client: aioimaplib.IMAP4, validity: str, uid: int, size: int | None) -> bool:
@@ -256,16 +296,18 @@ class ImapInbox:
     async def _idle(self, client: aioimaplib.IMAP4) -> None:
         """Wait in IDLE until the server tells of a change, ``idle_seconds`` pass, or the reader stops."""
         idle = await client.idle_start(timeout=self.idle_seconds)
-        push = asyncio.ensure_future(client.wait_server_push(timeout=self.idle_seconds + 5))
-        stop = asyncio.ensure_future(self._stopping.wait())
+        waiters = [
+            asyncio.ensure_future(client.wait_server_push(timeout=self.idle_seconds + 5)),
+            asyncio.ensure_future(self._stopping.wait()),
+        ]
         try:
-            await asyncio.wait({push, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiter in (push, stop):
+            for waiter in waiters:
                 waiter.cancel()
-            await asyncio.gather(push, stop, return_exceptions=True)
-            client.idle_done()
-            _ok(await asyncio.wait_for(idle, self.timeout), "idle")
+            await asyncio.gather(*waiters, return_exceptions=True)
+        client.idle_done()
+        _ok(await asyncio.wait_for(idle, self.timeout), "idle")
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
