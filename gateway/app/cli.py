@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=50)
     replay = mailer_sub.add_parser("replay", help="put dead-lettered email jobs back on the queue")
     replay.add_argument("--limit", type=int, default=None)
+    sub.add_parser("inbox", help="receive staff email replies (SMTP, or GATEWAY_IMAP_URL) for the users")
     partitions = sub.add_parser(
         "partitions", help="show the broker's partition count and queues, or change it (docs/operations.md)"
     )
@@ -142,8 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: str = args.command
     try:
         settings = Settings.from_env(require_stories=_reads_stories_folder(args))
-        if command in ("serve", "worker", "mailer", "partitions"):
+        if command in ("serve", "worker", "mailer", "inbox", "partitions"):
             _require_services(settings, command)
+        if command == "inbox" and settings.inbox_address is None:
+            raise SettingsError("GATEWAY_INBOX_ADDRESS: required by `gateway inbox` (the desk's address)")
     except SettingsError as exc:
         return _fail(str(exc), EXIT_USAGE)
 
@@ -199,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": frozenset({RoleName.SERVE}),
         "worker": frozenset({RoleName.WORKER}),
         "mailer": frozenset({RoleName.MAILER}),
+        "inbox": frozenset({RoleName.INBOX}),
     }[command]
     if command == "worker" and args.concurrency is not None:
         if args.concurrency < 1:

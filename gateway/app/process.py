@@ -1,7 +1,8 @@
 """One gateway process: connect the bus and store the settings name, start the roles asked for, stop cleanly.
 
-``run`` starts every role in one process; ``serve``, ``worker`` and ``mailer`` start one each and need
-RabbitMQ and Redis. At start, an unreachable broker or Redis is retried with one log line per attempt for
+``run`` starts every role in one process (the inbox only when ``GATEWAY_INBOX_ADDRESS`` is set);
+``serve``, ``worker``, ``mailer`` and ``inbox`` start one each and need RabbitMQ and Redis.
+At start, an unreachable broker or Redis is retried with one log line per attempt for
 ``GATEWAY_CONNECT_TIMEOUT`` (default 30 s: long enough for ``docker compose up`` to bring them up, short
 enough that a wrong URL fails the process visibly), then the process exits 1 with one clear line.
 SIGTERM or SIGINT drains in-flight work (10 s at most) and exits 0.
@@ -28,6 +29,7 @@ from channels.base import Channel
 from channels.registry import build_channels
 from gateway.app.roles.base import Role, RoleName, Services, StartupError
 from gateway.app.roles.broadcasts import BroadcastRole
+from gateway.app.roles.inbox import InboxRole
 from gateway.app.roles.mailer import MailerRole
 from gateway.app.roles.ops import HealthServer, Heartbeat
 from gateway.app.roles.retention import RetentionRole
@@ -152,6 +154,8 @@ class Gateway:
             await self._start(self.broadcasts)
             if settings.user_retention is not None:
                 await self._start(RetentionRole(services, settings.user_retention))
+        if RoleName.INBOX in names and (settings.inbox_address is not None or names == {RoleName.INBOX}):
+            await self._start(InboxRole(services))  # intake: after the consumers; `gateway inbox` needs it
         if RoleName.SERVE in names:
             self.serve = ServeRole(
                 services,

@@ -26,6 +26,7 @@ class RoleName(enum.StrEnum):
     SERVE = "serve"
     WORKER = "worker"
     MAILER = "mailer"
+    INBOX = "inbox"  # started only when GATEWAY_INBOX_ADDRESS is set (`run`), or asked for
 
 
 @dataclass(frozen=True, slots=True)
