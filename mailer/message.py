@@ -201,6 +201,10 @@ def build_message(job: EmailJob, mail_from: str, *, max_recipients: int) -> Emai
     set_text_header(message, "Subject", clean_header(job.subject))
     message["Date"] = email_utils.format_datetime(_written_at(job.created_at))
     message["Message-ID"] = message_id(job.id, sender.domain)
+    if job.thread is not None:  # a ticket's later message: in the thread of the one that opened it
+        opened = message_id(job.thread, sender.domain)
+        message["In-Reply-To"] = opened
+        message["References"] = opened
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: vacation responders must not answer
     message["X-Gateway-Job"] = clean_header(job.id)
 

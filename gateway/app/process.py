@@ -13,9 +13,11 @@ accepted that no one would handle — and stop in reverse, phase by phase (:mod:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -110,6 +112,10 @@ class Gateway:
         return next((role.address for role in self.roles if isinstance(role, HealthServer)), None)
 
     async def start(self) -> None:
+        if self.settings.embedded and not self.settings.secret_key:
+            # One process signs and verifies every desk token: a key of its own will do (a desk's reply
+            # to a ticket of an earlier run no longer verifies; set GATEWAY_SECRET_KEY to keep them valid).
+            self.settings = dataclasses.replace(self.settings, secret_key=secrets.token_hex(32))
         settings = self.settings
         names = self.role_names
         if settings.timeline is not None:

@@ -59,6 +59,8 @@ def build_schedule(settings: Settings, clock: Callable[[], float] | None = None)
     from gateway.core.schedule.redis import RedisSchedule
 
     return RedisSchedule(settings.redis_url, prefix=settings.redis_prefix, cluster=settings.redis_cluster)
+
+
 @dataclass(frozen=True, slots=True)
 class UserStores:
     """What the store keeps about users beyond a conversation's turn, on the same backend as the store."""

@@ -21,4 +21,3 @@ async def unschedule(
     if entries:
         await schedule.change(partition_of(str(conversation), partitions), remove=entries)
     return len(entries)
-

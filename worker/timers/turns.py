@@ -104,6 +104,10 @@ class TimerTurns:
         fired = before.find(message.timer)
         return TimerState(before, fired) if fired is not None else None
 
+    def state_of(self, snapshot: Snapshot, message: Inbound) -> TimerState:
+        """What a turn that is not a firing of a story timer starts from (a desk's message)."""
+        return TimerState(PendingTimers.decode(snapshot.records.get(KIND), message.conversation), None)
+
     def runner(
         self, engine: Engine, snapshot: Snapshot, message: Inbound, state: TimerState, now: float
     ) -> Callable[[Sequence[HttpAnswer]], Turn | None]:

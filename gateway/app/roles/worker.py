@@ -7,6 +7,8 @@ from gateway.app.roles.base import Role, Services, StoriesRefused
 from gateway.core.settings import Settings
 from worker.engine import Engine, Stories, StoriesError
 from worker.engine.calls import secrets_used
+from worker.handoff import DeskTurns
+from worker.handoff.turns import uses_handoff
 from worker.http import AddressPolicy, HttpClient
 from worker.reload import StoriesReloader, load_engine
 from worker.service import StoryWorker
@@ -44,6 +46,13 @@ class WorkerRole(Role):
         settings = services.settings
         policy = AddressPolicy(settings.http_allow)
         self.http = HttpClient(policy, concurrency=settings.http_concurrency, metrics=services.metrics)
+        desks = None
+        if settings.secret_key:
+            desks = DeskTurns(settings.secret_key, settings.inbox_address, metrics=services.metrics)
+        elif uses_handoff(engine.stories):
+            raise StoriesRefused(
+                ["GATEWAY_SECRET_KEY is not set, but the stories hand conversations over (it signs tokens)"]
+            )
         self.story_worker = StoryWorker(
             services.bus,
             services.store,
@@ -53,6 +62,7 @@ class WorkerRole(Role):
             timers=timers,
             users=services.users.index,
             caller=self.http,
+            desks=desks,
         )
 
     @property

@@ -62,8 +62,10 @@ class ClusterConnection(RobustConnection):
         return safe(self.url)
 
     def _on_lost(self, *_: object) -> None:
-        if len(self._nodes) > 1 and not self._close_called and (
-            self._follower is None or self._follower.done()
+        if (
+            len(self._nodes) > 1
+            and not self._close_called
+            and (self._follower is None or self._follower.done())
         ):
             self._follower = self.loop.create_task(self._move_while_down())
 
