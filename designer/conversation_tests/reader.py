@@ -236,7 +236,7 @@ class _TestReader(CannedReader):
         if is_null(node):  # `agent: #bot` unquoted: YAML reads a comment there, and the line is empty
             self.problem(
                 node,
-                "agent: needs the person's answer; to hand back write agent: \"#bot\" (quoted: an unquoted "
+                'agent: needs the person\'s answer; to hand back write agent: "#bot" (quoted: an unquoted '
                 f"# starts a YAML comment) or a '{HAND_BACK}' line",
             )
             return None

@@ -259,5 +259,5 @@ def test_the_reader_knows_agent_desk_and_hand_back_and_the_hash_comment_trap(tmp
          "# starts a YAML comment) or a 'hand_back' line"),
         (6, 9, "a conversation line is 'KEY: value' (user, press, bot, image, email, wait, agent, desk), "
          "'session_expires' or 'hand_back' (did you mean 'hand_back'?)"),
-        (7, 25, "bad regular expression: missing ), unterminated subpattern"),
+        (7, 20, "bad regular expression: missing ), unterminated subpattern"),
     ]  # fmt: skip
