@@ -186,7 +186,12 @@ class StoryWorker:
         if recorded is None:
             now = self.clock()
             engine = self.engine()  # one engine for the whole turn, whatever a reload does meanwhile
-            desk = desks.intercept(snapshot, message, now) if desks is not None else None
+            if desks is not None:
+                desk = desks.intercept(snapshot, message, now)
+            elif message.kind in ("staff", "handback"):
+                desk = DeskTurn(dropped="this worker runs no desks (GATEWAY_SECRET_KEY is not set)")
+            else:
+                desk = None
             if desk is not None and desk.dropped is not None:
                 log.info("%s of %s dropped: %s", message.id, key, desk.dropped)
                 self.metrics.handled.labels("dropped").inc()

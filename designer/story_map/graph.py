@@ -2,7 +2,9 @@
 
 Rendering (Mermaid text, SVG, the ``/map`` page) reads only this model, so every drawing shows the same
 graph. Besides the steps there are two kinds of marker nodes: a *start* node per story with triggers
-(its label lists them) leading to the story's entry, and one *no match* node leading to the fallback.
+(its label lists them) leading to the story's entry, and one *no match* node leading to the fallback;
+and a *handoff* node per ``handoff`` action (the conversation goes to a person at a desk), leading to its
+``resume`` story ("handed back").
 """
 
 from __future__ import annotations
@@ -11,22 +13,45 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from worker.engine.links import condition_text, step_links
-from worker.engine.model import Goto, Jump, SendEmail, SendImage, SendMessage, Step, Stories, Story, Where
+from worker.engine.links import condition_text, step_handoffs, step_links
+from worker.engine.model import (
+    Goto,
+    HandOff,
+    Jump,
+    SendEmail,
+    SendImage,
+    SendMessage,
+    Step,
+    Stories,
+    Story,
+    Where,
+)
 from worker.engine.reachability import reachable_steps
 
-NodeKind = Literal["step", "start", "no_match"]
-EdgeKind = Literal["next", "goto", "jump", "button", "retry", "timeout", "follow_up", "trigger", "fallback"]
+NodeKind = Literal["step", "start", "no_match", "handoff"]
+EdgeKind = Literal[
+    "next",
+    "goto",
+    "jump",
+    "button",
+    "retry",
+    "timeout",
+    "follow_up",
+    "trigger",
+    "fallback",
+    "handoff",
+    "resume",
+]
 NO_MATCH = "no match"
 
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    id: str  # "story.step" for steps, "story:start" for a start node, ":no_match"
+    id: str  # "story.step" for steps, "story:start" for a start node, ":no_match", "story.step:handoffN"
     kind: NodeKind
     story: str
-    label: str  # the step id, or the triggers
-    detail: str = ""  # what the step says first (its first message as written), for a second line
+    label: str  # the step id, the triggers, or "handoff → email desk"
+    detail: str = ""  # what the step says first (its first message as written), a handoff's ``to``
     where: Where | None = None
     entry: bool = False
     dead_end: bool = False  # a step with no next, no buttons and no goto/jump: the story ends there
@@ -88,7 +113,11 @@ def build_graph(stories: Stories) -> StoryGraph:
             node_id = step_id(story.id, step.id)
             nodes[node_id] = _step_node(story, step, node_id, (story.id, step.id) in reached)
             members.append(node_id)
-            edges.extend(_step_edges(stories, story, step, node_id))
+            handoffs = _handoff_nodes(story, step, node_id, (story.id, step.id) in reached)
+            for node in handoffs.values():
+                nodes[node.id] = node
+                members.append(node.id)
+            edges.extend(_step_edges(stories, story, step, node_id, handoffs))
         groups.append(StoryGroup(story.id, story.where, tuple(members), entry))
     return StoryGraph(tuple(groups), nodes, tuple(_merge(edges)))
 
@@ -107,15 +136,40 @@ def _step_node(story: Story, step: Step, node_id: str, reachable: bool) -> Node:
     )
 
 
-def _step_edges(stories: Stories, story: Story, step: Step, node_id: str) -> list[Edge]:
+def _handoff_nodes(story: Story, step: Step, node_id: str, reachable: bool) -> dict[int, Node]:
+    """A node per handoff of ``step`` that may run, keyed by the action's identity."""
+    nodes: dict[int, Node] = {}
+    for n, action in enumerate(step_handoffs(step), start=1):
+        nodes[id(action)] = Node(
+            f"{node_id}:handoff{n}",
+            "handoff",
+            story.id,
+            f"handoff → {action.desk} desk",
+            detail=" ".join(action.to.source.split()),
+            where=action.where,
+            reachable=reachable,
+        )
+    return nodes
+
+
+def _step_edges(
+    stories: Stories, story: Story, step: Step, node_id: str, handoffs: Mapping[int, Node]
+) -> list[Edge]:
     edges = []
+    for action in step.actions:
+        handoff = handoffs.get(id(action))
+        if isinstance(action, HandOff) and handoff is not None:
+            edges.append(Edge(node_id, handoff.id, "handoff", condition_text(action.when), bool(action.when)))
     for link in step_links(stories, story, step):
         label = link.label
         if link.kind == "button":
             label = f"[{label}]"
-        if link.when:
+        source = node_id
+        if link.kind == "resume" and link.handoff is not None:
+            source = handoffs[id(link.handoff)].id
+        elif link.when:
             label = f"{label} {condition_text(link.when)}"
-        edges.append(Edge(node_id, step_id(link.story, link.step), link.kind, label, link.conditional))
+        edges.append(Edge(source, step_id(link.story, link.step), link.kind, label, link.conditional))
     return edges
 
 
@@ -139,7 +193,7 @@ def _dead_end(step: Step) -> bool:
     if step.next is not None:
         return False
     return not any(
-        isinstance(action, (Goto, Jump)) or (isinstance(action, SendMessage) and action.buttons)
+        isinstance(action, (Goto, Jump, HandOff)) or (isinstance(action, SendMessage) and action.buttons)
         for action in step.actions
     )
 

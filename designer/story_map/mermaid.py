@@ -2,7 +2,8 @@
 
 Node ids are derived from story and step ids (``welcome__ask_city``), every label is quoted with
 Mermaid's entity codes for the characters its parser treats specially, and marks are classes:
-``entry``, ``deadEnd``, ``unreachable``, ``start`` and ``noMatch``.
+``entry``, ``deadEnd``, ``unreachable``, ``start``, ``noMatch`` and ``handoff`` (a hexagon: the
+conversation goes to a person).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ ARROWS = {
     "jump": "==>",
     "trigger": "-->",
     "fallback": "-.->",
+    "handoff": "-->",
+    "resume": "-.->",
 }
 CLASSES = (
     ("entry", "stroke-width:3px,stroke:#1b7f3b"),
@@ -32,6 +35,7 @@ CLASSES = (
     ("unreachable", "fill:#f2f2f2,stroke:#999,stroke-dasharray:4 3,color:#888"),
     ("start", "fill:#e3f4e8,stroke:#1b7f3b"),
     ("noMatch", "fill:#fff1dc,stroke:#d9822b"),
+    ("handoff", "fill:#e8f0fe,stroke:#3367d6"),
 )
 
 
@@ -53,6 +57,8 @@ def mermaid_ids(graph: StoryGraph) -> dict[str, str]:
             base = f"{node.story}__{node.label}"
         elif node.kind == "start":
             base = f"{node.story}__triggers"
+        elif node.kind == "handoff":
+            base = f"{node.story}__{node.id.split('.', 1)[1].replace(':', '__')}"
         else:
             base = "no_match"
         base = _UNSAFE_ID.sub("_", base)
@@ -94,6 +100,11 @@ def _node(mermaid_id: str, node: Node) -> str:
         return f'{mermaid_id}(["▶ {escape(shorten(node.label, MAX_DETAIL))}"])'
     if node.kind == "no_match":
         return f'{mermaid_id}(["{escape(node.label)}"])'
+    if node.kind == "handoff":
+        label = escape(node.label)
+        if node.detail:
+            label += "<br/>" + escape(shorten(node.detail, MAX_DETAIL))
+        return f'{mermaid_id}{{{{"{label}"}}}}'
     label = escape(node.label)
     if node.detail:
         label += "<br/>" + escape(shorten(node.detail, MAX_DETAIL))
@@ -118,6 +129,8 @@ def _classes(graph: StoryGraph, ids: dict[str, str]) -> dict[str, list[str]]:
             classes["start"].append(mermaid_id)
         elif node.kind == "no_match":
             classes["noMatch"].append(mermaid_id)
+        elif node.kind == "handoff":
+            classes["handoff" if node.reachable else "unreachable"].append(mermaid_id)
         elif not node.reachable:
             classes["unreachable"].append(mermaid_id)
         elif node.dead_end:

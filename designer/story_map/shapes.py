@@ -21,6 +21,7 @@ MAX_DETAIL = 34
 MAX_TRIGGERS = 40
 MAX_LABEL = 30
 MIN_STEP_WIDTH = 84.0
+HEXAGON_TIP = 10.0  # how far a handoff's hexagon points out on each side
 
 _NARROW = set("ijl|!.,:;'`")
 _THIN = set('frt()[]{}/\\-" ')
@@ -84,6 +85,12 @@ def node_shape(node: Node) -> Shape:
         return _shape([TextLine("▶ " + shorten(node.label, MAX_TRIGGERS), TEXT_SIZE, bold=True)])
     if node.kind == "no_match":
         return _shape([TextLine("no match", TEXT_SIZE, bold=True)])
+    if node.kind == "handoff":
+        lines = [TextLine(node.label, TEXT_SIZE, bold=True)]
+        if node.detail:
+            lines.append(TextLine(shorten(node.detail, MAX_DETAIL), TEXT_SIZE))
+        shape = _shape(lines)
+        return Shape(shape.lines, shape.width + 2 * HEXAGON_TIP, shape.height)
     lines = [TextLine(node.label, TITLE_SIZE, bold=True)]
     if node.detail:
         lines.append(TextLine(shorten(node.detail, MAX_DETAIL), TEXT_SIZE))

@@ -2,7 +2,8 @@
 
 Self-contained (no external fonts, scripts or styles), so it can be committed, opened in a browser, or
 inlined in the ``/map`` page. Every box has a tooltip with the step's file and line; a box standing for
-another story links to that story's frame. All text is XML-escaped.
+another story links to that story's frame; a handoff is a hexagon. All text is XML-escaped. The legend
+lists handoffs only on a map that has some.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from html import escape
 
 from designer.story_map.graph import Edge, Node, StoryGraph
 from designer.story_map.layout import Box, Frame, Point, Route, layout_map
-from designer.story_map.shapes import FONT, LABEL_SIZE, TEXT_SIZE, Shape, TextLine, text_width
+from designer.story_map.shapes import FONT, HEXAGON_TIP, LABEL_SIZE, TEXT_SIZE, Shape, TextLine, text_width
 
 MARGIN = 16.0
 LEGEND_HEIGHT = 34.0
@@ -26,8 +27,12 @@ EDGE_COLOURS = {
     "follow_up": "#b03a5b",
     "trigger": "#1b7f3b",
     "fallback": "#d9822b",
+    "handoff": "#3367d6",
+    "resume": "#3367d6",
 }
-DASHED = {"retry", "fallback", "timeout", "follow_up"}
+DASHED = {"retry", "fallback", "timeout", "follow_up", "resume"}
+HANDOFF_KINDS = ("handoff", "resume")  # their markers and style are written only on a map with handoffs
+HANDOFF_STYLE = ".handoff { fill: #e8f0fe; stroke: #3367d6; stroke-width: 1.4; }\n"
 STYLE = f"""
 .map {{ font-family: {FONT}; }}
 .frame {{ fill: #f7f8fa; stroke: #d3d7de; }}
@@ -54,7 +59,8 @@ text {{ fill: #1f2328; }}
 def to_svg(graph: StoryGraph) -> str:
     """The whole map as an ``<svg>`` document (UTF-8 text, no XML declaration needed)."""
     layout = layout_map(graph, top=LEGEND_HEIGHT)
-    legend, legend_width = _legend()
+    handoffs = any(node.kind == "handoff" for node in graph.nodes.values())
+    legend, legend_width = _legend(handoffs)
     width = max(layout.width, legend_width) + 2 * MARGIN
     height = layout.height + 2 * MARGIN
     parts = [
@@ -62,8 +68,8 @@ def to_svg(graph: StoryGraph) -> str:
         f'class="map" width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
         f'role="img" aria-label="Story map">',
         f"<title>Story map: {escape(', '.join(group.story for group in graph.groups))}</title>",
-        f"<style>{STYLE}</style>",
-        _markers(),
+        f"<style>{STYLE}{HANDOFF_STYLE if handoffs else ''}</style>",
+        _markers(handoffs),
         f'<g transform="translate({MARGIN:.0f} {MARGIN:.0f})">',
         legend,
     ]
@@ -80,17 +86,19 @@ def _f(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
-def _markers() -> str:
+def _markers(handoffs: bool) -> str:
     markers = "".join(
         f'<marker id="arrow-{kind}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
         f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>'
         for kind, colour in EDGE_COLOURS.items()
+        if handoffs or kind not in HANDOFF_KINDS
     )
     return f"<defs>{markers}</defs>"
 
 
-def _legend() -> tuple[str, float]:
-    """The legend's markup, and how wide it is (the drawing is at least that wide)."""
+def _legend(handoffs: bool) -> tuple[str, float]:
+    """The legend's markup, and how wide it is (the drawing is at least that wide); ``handoffs``: the
+    map has some, so the legend shows their hexagon and the "handed back" arrow."""
     items: list[str] = []
     x = 0.0
     y = 12.0
@@ -119,7 +127,12 @@ def _legend() -> tuple[str, float]:
     text("never reached")
     swatch("stub")
     text("another story")
-    for kind in ("next", "goto", "button", "jump", "retry", "timeout"):
+    if handoffs:
+        items.append(f'<polygon points="{_hexagon(x, y - 7, 22, 14, 5)}" class="handoff"/>')
+        x += 28
+        text("handoff to a person")
+    kinds = ["next", "goto", "button", "jump", "retry", "timeout"] + (["resume"] if handoffs else [])
+    for kind in kinds:
         colour = EDGE_COLOURS[kind]
         dash = ' stroke-dasharray="5 3"' if kind in DASHED else ""
         items.append(
@@ -127,7 +140,7 @@ def _legend() -> tuple[str, float]:
             f'marker-end="url(#arrow-{kind})"/>'
         )
         x += 30
-        text({"button": "[button]", "timeout": "timeout, follow-up"}.get(kind, kind))
+        text({"button": "[button]", "timeout": "timeout, follow-up", "resume": "handed back"}.get(kind, kind))
     text("dashed: conditional (if / unless)")
     return "\n".join(items), x
 
@@ -206,7 +219,12 @@ def _box(box: Box, graph: StoryGraph) -> str:
     node = graph.nodes[box.id]
     classes, radius = _classes(node)
     text_class = "unreachable-text" if not node.reachable else ""
-    parts = [f"<g><title>{escape(_tooltip(node))}</title>", _rect(box, classes, radius)]
+    if node.kind == "handoff":
+        points = _hexagon(box.x, box.y, box.width, box.height, HEXAGON_TIP)
+        outline = f'<polygon points="{points}" class="{classes}"/>'
+    else:
+        outline = _rect(box, classes, radius)
+    parts = [f"<g><title>{escape(_tooltip(node))}</title>", outline]
     if node.dead_end:
         cx, bottom = box.x + box.width / 2, box.y + box.height
         parts.append(
@@ -222,6 +240,8 @@ def _classes(node: Node) -> tuple[str, float]:
         return "start", 12.0
     if node.kind == "no_match":
         return "no-match", 12.0
+    if node.kind == "handoff":
+        return ("handoff" if node.reachable else "handoff step unreachable"), 0.0
     classes = ["step"]
     if node.entry:
         classes.append("entry")
@@ -238,11 +258,23 @@ def _tooltip(node: Node) -> str:
         return f"story {node.story} starts on: {node.label}{where}"
     if node.kind == "no_match":
         return "a message no trigger and no waiting step takes goes to the fallback story"
+    if node.kind == "handoff":
+        return f"{node.label}: the conversation goes to a person at {node.detail}{where}"
     marks = [m for m, on in (("entry", node.entry), ("dead end", node.dead_end)) if on]
     if not node.reachable:
         marks.append("never reached")
     said = f"\n{node.detail}" if node.detail else ""
     return f"{node.story}.{node.label}{where}{' — ' + ', '.join(marks) if marks else ''}{said}"
+
+
+def _hexagon(x: float, y: float, width: float, height: float, tip: float) -> str:
+    """The points of a hexagon in the box (x, y, width, height), its sides pointing ``tip`` out."""
+    middle = y + height / 2
+    corners = (
+        (x, middle), (x + tip, y), (x + width - tip, y), (x + width, middle), (x + width - tip, y + height),
+        (x + tip, y + height),
+    )  # fmt: skip
+    return " ".join(f"{_f(px)},{_f(py)}" for px, py in corners)
 
 
 def _rect(box: Box, classes: str, radius: float) -> str:

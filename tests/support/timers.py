@@ -13,19 +13,20 @@ from pathlib import Path
 
 from channels.delivery import Deliverer
 from designer.conversation_tests.capture import CapturingChannel
-from gateway.core.bus.base import Envelope, Topic
+from gateway.core.bus.base import Delivery, Envelope, Topic
 from gateway.core.bus.memory import MemoryBus
 from gateway.core.errors import StoreUnavailable
 from gateway.core.metrics import Metrics
 from gateway.core.schedule.base import DueTimers, Schedule, Scheduled
 from gateway.core.schedule.memory import MemorySchedule
-from gateway.core.schema import ConversationKey, Inbound, Reply
+from gateway.core.schema import ConversationKey, EmailJob, Inbound, Reply, parse_email
 from gateway.core.store.base import Store
 from gateway.core.store.memory import MemoryStore
 from gateway.core.store.users.base import UserIndex
 from tests.support.engine import write
 from tests.support.fakes import FakeTelegram
 from worker.engine import Engine, load_stories
+from worker.handoff import DeskTurns
 from worker.service import StoryWorker
 from worker.timers.pending import KIND, PendingTimers
 from worker.timers.poller import TimerPoller
@@ -47,6 +48,10 @@ class Clock:
         self.now = now
 
 
+DESK_KEY = "test-secret-key"  # GATEWAY_SECRET_KEY of the rigs with desks
+DESK_INBOX = "desk@bot.example.com"  # GATEWAY_INBOX_ADDRESS of the rigs with desks
+
+
 class TimerRig:
     """One worker with its poller; ``say`` a message, ``wait`` simulated time, read ``replies``."""
 
@@ -59,6 +64,7 @@ class TimerRig:
         schedule: Schedule | None = None,
         holder: str = "worker-1",
         users: UserIndex | None = None,
+        desks: bool = False,
     ) -> None:
         self.folder = write(tmp_path / "stories", {"bot.yml": stories})
         self.engine = Engine(load_stories(self.folder, tmp_path / "emails"))
@@ -79,10 +85,13 @@ class TimerRig:
             clock=self.clock,
             timers=self.timers,
             users=users,
+            desks=DeskTurns(DESK_KEY, DESK_INBOX, metrics=self.metrics) if desks else None,
         )
         self.channel = CapturingChannel("test")
+        self.slack = CapturingChannel("slack")  # a Slack desk's posts
+        self.emails: list[EmailJob] = []  # the email jobs published (a ticket and its follow-ups)
         self.deliverer = Deliverer(
-            self.bus, self.store, {"test": self.channel}, self.metrics, rate_limits=False
+            self.bus, self.store, {"test": self.channel, "slack": self.slack}, self.metrics, rate_limits=False
         )
         self._ids = itertools.count(1)
 
@@ -98,6 +107,7 @@ class TimerRig:
 
     async def __aenter__(self) -> TimerRig:
         await self.bus.start()
+        await self.bus.subscribe(Topic.EMAIL, self._email, concurrency=1)
         await self.deliverer.start(concurrency=1)
         await self.worker.start(concurrency=8)
         await self.poller.renew()
@@ -107,6 +117,9 @@ class TimerRig:
         await self.worker.stop(1.0)
         await self.deliverer.stop(1.0)
         await self.bus.close()
+
+    async def _email(self, delivery: Delivery) -> None:
+        self.emails.append(parse_email(delivery.envelope.body))
 
     def message(self, text: str, user: str = "u1", **meta: str) -> Inbound:
         number = next(self._ids)

@@ -1,5 +1,5 @@
 """Read one action of a step: message (with quick replies), image, set_session/set_user, email, goto, jump,
-http (in :mod:`worker.engine.http_reader`), follow_up."""
+http (in :mod:`worker.engine.http_reader`), follow_up, handoff (in :mod:`worker.engine.handoff_reader`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from worker.engine.conditions import Condition
 from worker.engine.entities import clean_address
+from worker.engine.handoff_reader import read_handoff
 from worker.engine.http_reader import HttpActionReader
 from worker.engine.model import (
     Action,
@@ -28,7 +29,9 @@ from worker.engine.templates import Template, TemplateError, compile_template
 from worker.engine.timer_specs import FOLLOW_UP_KEYS, read_flag, read_timer
 from worker.engine.yaml_source import MappingNode, Node, Source, is_null
 
-ACTION_KINDS = ("message", "image", "set_session", "set_user", "email", "goto", "jump", "http", "follow_up")
+ACTION_KINDS = (
+    "message", "image", "set_session", "set_user", "email", "goto", "jump", "http", "follow_up", "handoff",
+)  # fmt: skip
 ACTION_EXTRAS = {"message": ("quick_replies",), "image": ("caption",)}
 ACTION_KEYS = (*ACTION_KINDS, "quick_replies", "caption", "if", "unless")
 EMAIL_KEYS = ("to", "subject", "body", "body_file", "cc", "reply_to", "html", "html_file")
@@ -93,6 +96,8 @@ class ActionReader(HttpActionReader):
             return self.read_http(value_node, context.step_refs, conditions)
         if kind == "follow_up":
             return self.read_follow_up(value_node, context, conditions)
+        if kind == "handoff":
+            return read_handoff(self, value_node, self.story_refs, conditions)
         target_where = self.where(value_node)
         if kind == "goto":
             step = self.identifier(value_node, "goto step")

@@ -43,6 +43,7 @@ from worker.engine.model import (
     Stories,
     Story,
     TimerTarget,
+    is_slack_channel,
 )
 
 MAX_HOPS = 64  # steps entered for one message before a goto/jump loop is cut short
@@ -376,7 +377,8 @@ class _Run:
                     self.follow_ups.append(action)
                 elif isinstance(action, HandOff):
                     self.handoff = self.hand_off(action)
-                    break
+                    if self.handoff is not None:
+                        break
             else:
                 if step.waits:
                     waiting = step
@@ -392,14 +394,24 @@ class _Run:
         )
         return self.turn(session, route)
 
-    def hand_off(self, action: HandOff) -> HandOffOrder:
+    def hand_off(self, action: HandOff) -> HandOffOrder | None:
+        """The order for the worker; None (a warning, and the step goes on) when ``to`` renders to no
+        desk: no valid address for an email desk, not a channel id for a Slack one."""
         values = self.values
         user = self.user if self.user_copy is None else self.user_copy
         said = self.said
+        to = one_line(action.to.render(values, user, said))
+        if action.desk == "email":
+            to = ", ".join(split_addresses(to))
+            if not to:
+                self.warnings.append(f"handoff at {action.where} skipped: no valid address in 'to'")
+                return None
+        elif not is_slack_channel(to.strip()):
+            self.warnings.append(f"handoff at {action.where} skipped: {to[:80]!r} is not a Slack channel id")
+            return None
         subject = one_line(action.subject.render(values, user, said)) if action.subject is not None else ""
         summary = action.summary.render(values, user, said) if action.summary is not None else ""
-        to = one_line(action.to.render(values, user, said))
-        return HandOffOrder(action.desk, to, subject, summary, action.until.seconds, action.resume)
+        return HandOffOrder(action.desk, to.strip(), subject, summary, action.until.seconds, action.resume)
 
     def holds(self, conditions: tuple[Condition, ...]) -> bool:
         user = self.user if self.user_copy is None else self.user_copy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from worker.engine.model import CallApi, Goto, Jump, Step
+from worker.engine.model import CallApi, Goto, HandOff, Jump, Step
 
 StepKey = tuple[str, str]  # (story id, step id)
 
@@ -13,13 +13,18 @@ def _hops(story: str, step: Step, entries: Mapping[str, str]) -> tuple[list[Step
     """The steps ``step`` may continue with at once, and the one it surely continues with (if any).
 
     Every goto/jump up to the first unconditional one may fire; a step with no unconditional
-    goto/jump can reach its end, where it waits or ends the story.
+    goto/jump can reach its end, where it waits or ends the story. An unconditional handoff stops the
+    step there: what follows (the ``resume`` story) comes later, with another turn.
     """
     possible: list[StepKey] = []
     for action in step.actions:
         if isinstance(action, CallApi):
             if action.on_error is not None:
                 possible.append((story, action.on_error))  # only when the call fails: never sure
+            continue
+        if isinstance(action, HandOff):
+            if not action.when:
+                return possible, None  # the conversation goes to a person: the step stops here
             continue
         if isinstance(action, Goto):
             target = (story, action.step)

@@ -15,6 +15,7 @@ from worker.engine.model import (
     CallApi,
     FollowUp,
     Goto,
+    HandOff,
     Jump,
     SendMessage,
     Step,
@@ -23,7 +24,7 @@ from worker.engine.model import (
     TimerTarget,
 )
 
-LinkKind = Literal["next", "goto", "jump", "button", "retry", "timeout", "follow_up"]
+LinkKind = Literal["next", "goto", "jump", "button", "retry", "timeout", "follow_up", "resume"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class Link:
     label: str
     when: tuple[Condition, ...] = ()
     uncertain: bool = False  # taken only sometimes, whatever the conditions (an http action's on_error)
+    handoff: HandOff | None = None  # for a "resume" link: the handoff whose hand-back starts the story
 
     @property
     def conditional(self) -> bool:
@@ -62,15 +64,27 @@ def trigger_target(stories: Stories, text: str) -> str | None:
 def step_links(stories: Stories, story: Story, step: Step) -> list[Link]:
     """Every place ``step`` may continue: its gotos and jumps up to the first unconditional one, the
     buttons and follow-ups before that, its ``next`` and ``timeout`` when it can wait, and its retry when it
-    expects an entity.
+    expects an entity. A ``handoff`` leads to its ``resume`` story (later, when a person hands back); an
+    unconditional one ends the step like a goto, and the step never waits.
 
     A plain button (no goto/jump) answers like its typed title: a trigger's story when the title is one,
     else the ``next`` step (already a link), else the fallback.
     """
     links: list[Link] = []
     hops_for_sure = False
+    handed_over = False  # an unconditional handoff: the step stops there and never waits
     plain: list[tuple[ButtonSpec, tuple[Condition, ...]]] = []
     for action in step.actions:
+        if isinstance(action, HandOff):
+            target = stories.stories.get(action.resume or "")
+            if target is not None:
+                links.append(
+                    Link("resume", target.id, target.entry, "handed back", action.when, handoff=action)
+                )
+            if not action.when:
+                handed_over = True
+                break
+            continue
         if isinstance(action, CallApi):
             if action.on_error is not None:
                 links.append(Link("goto", story.id, action.on_error, "on_error", action.when, uncertain=True))
@@ -99,9 +113,9 @@ def step_links(stories: Stories, story: Story, step: Step) -> list[Link]:
         if not action.when:
             hops_for_sure = True
             break
-    waits = step.next is not None and not hops_for_sure
+    waits = step.next is not None and not hops_for_sure and not handed_over
     timeout = step.timeout
-    if timeout is not None and step.waits and not hops_for_sure:
+    if timeout is not None and step.waits and not hops_for_sure and not handed_over:
         _timer_link(stories, links, "timeout", timeout.target, f"timeout {timeout.after.written}", ())
     if waits and step.next is not None:
         links.append(Link("next", story.id, step.next, "next"))
@@ -112,9 +126,23 @@ def step_links(stories: Stories, story: Story, step: Step) -> list[Link]:
         title = button.title.constant
         if title is not None and trigger_target(stories, title) is not None:
             continue  # handled by _button_link
-        if not waits and fallback is not None:
+        if not waits and not handed_over and fallback is not None:
             links.append(Link("button", fallback.id, fallback.entry, _title(button), when))
     return links
+
+
+def step_handoffs(step: Step) -> list[HandOff]:
+    """The handoffs of ``step`` that may run: those before its first unconditional goto, jump or handoff,
+    and that handoff (what :func:`step_links` follows)."""
+    found: list[HandOff] = []
+    for action in step.actions:
+        if isinstance(action, HandOff):
+            found.append(action)
+        elif not isinstance(action, (Goto, Jump)):
+            continue
+        if not action.when:
+            break
+    return found
 
 
 def _timer_link(

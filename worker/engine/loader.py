@@ -21,6 +21,7 @@ from worker.engine.model import (
     Action,
     Bot,
     Entity,
+    HandOff,
     SendMessage,
     Step,
     Stories,
@@ -33,6 +34,7 @@ from worker.engine.reader import ID, Entries, suggest
 from worker.engine.templates import compile_template
 from worker.engine.timer_specs import TIMEOUT_KEYS, read_timer
 from worker.engine.yaml_source import (
+    MappingNode,
     Node,
     ScalarNode,
     Source,
@@ -40,6 +42,7 @@ from worker.engine.yaml_source import (
     is_null,
     locate,
     parse,
+    scalar_text,
 )
 
 FILE_KEYS = ("bot", "stories")
@@ -293,11 +296,14 @@ class _Loader(ActionReader):
             )
         context = StepContext(story_id, step_id, step_refs=step_refs)
         actions: list[Action] = []
-        action_nodes = self.items(found["actions"][1], "actions") if "actions" in found else []
-        for action_node in action_nodes or ():
+        action_nodes = (self.items(found["actions"][1], "actions") if "actions" in found else []) or []
+        read: list[tuple[int, Action]] = []
+        for index, action_node in enumerate(action_nodes):
             action = self.read_action(action_node, context)
             if action is not None:
                 actions.append(action)
+                read.append((index, action))
+        self.check_hand_over(found, action_nodes, read)
         next_step = None
         if "next" in found:
             next_step = self.identifier(found["next"][1], "next step")
@@ -337,6 +343,34 @@ class _Loader(ActionReader):
         )
         steps[step_id] = step
         return step
+
+    def check_hand_over(
+        self, found: Entries, action_nodes: list[Node], read: list[tuple[int, Action]]
+    ) -> None:
+        """An unconditional ``handoff`` ends its step: no action may follow it, and the step cannot wait
+        (no ``next``, no quick replies before it); a conditional one may not run, so it is free."""
+        at = next((index for index, action in read if isinstance(action, HandOff) and not action.when), None)
+        if at is None:
+            return
+        if at + 1 < len(action_nodes):
+            self.problem(
+                action_nodes[at + 1],
+                "actions after an unconditional handoff never run: move them before it, or give the handoff "
+                "an 'if' or 'unless'",
+            )
+        if "next" in found:
+            self.problem(
+                found["next"][0],
+                "'next' is never used: the step hands the conversation to a person (handoff) and does not "
+                "wait",
+            )
+        for index, action in read:
+            if index < at and isinstance(action, SendMessage) and action.buttons:
+                self.problem(
+                    _key_node(action_nodes[index], "quick_replies"),
+                    "quick replies before an unconditional handoff are never answered by the bot: the "
+                    "conversation goes to a person",
+                )
 
     def read_timeout(self, found: Entries, context: StepContext, waits: bool) -> Timeout | None:
         key_node, node = found["timeout"]
@@ -391,6 +425,15 @@ class _Loader(ActionReader):
             buttons=dict(self.buttons),
             files=tuple(self.files),
         )
+
+
+def _key_node(node: Node, key: str) -> Node:
+    """The node of ``key`` in the mapping ``node`` as written (``node`` itself when it is not there)."""
+    if isinstance(node, MappingNode):
+        for key_node, _ in node.value:
+            if scalar_text(key_node) == key:
+                return key_node  # type: ignore[no-any-return]
+    return node
 
 
 def _order(where: Where | None) -> tuple[str, int, int]:

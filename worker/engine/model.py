@@ -167,6 +167,15 @@ class FollowUp:
     when: tuple[Condition, ...] = ()
 
 
+DEFAULT_HANDOFF_UNTIL = Delay(86400.0, "24h")
+_SLACK_CHANNEL = re.compile(r"[CGD][A-Z0-9]+")
+
+
+def is_slack_channel(text: str) -> bool:
+    """A Slack conversation id as a desk's ``to`` names it: ``C0123ABCD`` (or G…, D…), not ``#name``."""
+    return _SLACK_CHANNEL.fullmatch(text) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class HandOff:
     """The ``handoff`` action: the conversation goes to a person at ``desk`` (STORIES.md, "Handing over
