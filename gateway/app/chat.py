@@ -76,7 +76,7 @@ async def chat(settings: Settings, *, user: str) -> int:
     store = MemoryStore(processed_ttl=settings.processed_ttl, clock=clock)
     gateway = Gateway(
         settings,
-        frozenset(RoleName) - {RoleName.MAILER},  # the mailer below also prints the desk's emails
+        frozenset({RoleName.SERVE, RoleName.WORKER}),  # and the mailer below, which prints the desk's emails
         channels=[console, SlackDeskConsole(_say)],
         serve_http=False,
         bus=bus,
