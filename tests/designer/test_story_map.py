@@ -16,7 +16,7 @@ from tests.support.paths import EMAILS, ROOT, STORIES
 from worker.engine import Stories, load_stories
 
 SVG = "{http://www.w3.org/2000/svg}"
-NODE = re.compile(r'^    (\w+)(\["|\(\[")(.*)("\]|"\]\))$')
+NODE = re.compile(r'^    (\w+)(\["|\(\["|\{\{")(.*)("\]|"\]\)|"\}\})$')  # box, pill, hexagon (a handoff)
 EDGE = re.compile(r'^ {2,4}(\w+) (-->|-\.->|==>)(?:\|"([^"]*)"\|)? (\w+)$')
 SUBGRAPH = re.compile(r'^  subgraph story_(\w+)\["([^"]*)"\]$')
 

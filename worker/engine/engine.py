@@ -389,7 +389,7 @@ class _Run:
             story=story.id,
             step=waiting.id if waiting is not None else None,
             values=self.values,
-            buttons=self.offered,
+            buttons=self.offered if self.handoff is None else (),  # handed over: no button of the bot's waits
             ttl=story.ttl,
         )
         return self.turn(session, route)

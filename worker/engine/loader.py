@@ -21,7 +21,6 @@ from worker.engine.model import (
     Action,
     Bot,
     Entity,
-    HandOff,
     SendMessage,
     Step,
     Stories,
@@ -349,7 +348,7 @@ class _Loader(ActionReader):
     ) -> None:
         """An unconditional ``handoff`` ends its step: no action may follow it, and the step cannot wait
         (no ``next``, no quick replies before it); a conditional one may not run, so it is free."""
-        at = next((index for index, action in read if isinstance(action, HandOff) and not action.when), None)
+        at = next((index for index, node in enumerate(action_nodes) if _hands_over(node)), None)
         if at is None:
             return
         if at + 1 < len(action_nodes):
@@ -425,6 +424,13 @@ class _Loader(ActionReader):
             buttons=dict(self.buttons),
             files=tuple(self.files),
         )
+
+
+def _hands_over(node: Node) -> bool:
+    """An action written as an unconditional ``handoff`` (valid or not: the step's rules are checked
+    all the same, so that one run shows every problem)."""
+    keys = {scalar_text(key_node) for key_node, _ in node.value} if isinstance(node, MappingNode) else set()
+    return "handoff" in keys and not keys & {"if", "unless"}
 
 
 def _key_node(node: Node, key: str) -> Node:

@@ -129,7 +129,8 @@ def test_a_duplicate_step_still_has_its_contents_checked(tmp_path: Path) -> None
         "stories/bot.yml:7:13: duplicate step id 'a' in story 's'; the first is at stories/bot.yml:4:9",
         "stories/bot.yml:9:19: jump: there is no story 'nowhere'",
         "stories/bot.yml:10:13: unknown key 'shout' in an action (expected one of: message, image, "
-        "set_session, set_user, email, goto, jump, http, follow_up, handoff, quick_replies, caption, if, unless)",
+        "set_session, set_user, email, goto, jump, http, follow_up, handoff, quick_replies, caption, if, "
+        "unless)",
         "stories/bot.yml:10:13: an action needs one of message, image, set_session, set_user, email, goto, "
         "jump, http, follow_up, handoff",
         "stories/bot.yml:11:15: story 's' has no step 'missing'",
@@ -436,7 +437,8 @@ def test_other_step_and_action_problems(tmp_path: Path) -> None:
         "stories/bot.yml:11:17: expect must be one of text, email, number, phone, not 'colour'",
         "stories/bot.yml:12:9: 'retry' needs a 'next' step to hand the reply to",
         "stories/bot.yml:14:27: an action has exactly one of message, image, set_session, set_user, email, "
-        "goto, jump, http, follow_up, handoff; this one has both 'message' and 'goto' (start a new '- ' item)",
+        "goto, jump, http, follow_up, handoff; this one has both 'message' and 'goto' (start a new '- ' "
+        "item)",
         "stories/bot.yml:15:20: endless loop of goto/jump that never waits for the user: s.a → s.a",
         "stories/bot.yml:15:23: 'caption' belongs to an 'image' action, not to 'goto'",
         "stories/bot.yml:16:13: an action needs one of "
@@ -492,5 +494,6 @@ def test_anchors_and_merge_keys_are_followed(tmp_path: Path) -> None:
     """
     assert one(tmp_path, text) == [
         "stories/bot.yml:10:26: unknown key 'typo' in an action (expected one of: message, image, "
-        "set_session, set_user, email, goto, jump, http, follow_up, handoff, quick_replies, caption, if, unless)"
+        "set_session, set_user, email, goto, jump, http, follow_up, handoff, quick_replies, caption, if, "
+        "unless)"
     ]
