@@ -44,7 +44,11 @@ def build_channels(settings: Settings, store: Store, *, web_chat: bool = False) 
         assert settings.slack_bot_token is not None and settings.slack_signing_secret is not None
         channels.append(
             SlackChannel(
-                settings.slack_bot_token, settings.slack_signing_secret, api_url=settings.slack_api_url
+                settings.slack_bot_token,
+                settings.slack_signing_secret,
+                api_url=settings.slack_api_url,
+                store=store,  # support desks: a thread's links
+                secret_key=settings.secret_key,  # support desks: the conversation tokens
             )
         )
     if settings.sms_enabled:

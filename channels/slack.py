@@ -10,8 +10,13 @@ that first delivery really reached the broker. ``block_actions`` button clicks b
 with the id ``slack:action:<trigger_id>`` (Slack's one id per interaction).
 
 Outbound: Block Kit built with slack-sdk's models: the text as ``plain_text`` sections (so user text is
-never parsed as markup or mentions), buttons as an ``actions`` block (value = payload), an image block;
-the reply stays in the thread its inbound came from (``meta["thread_ts"]``).
+never parsed as markup or mentions), buttons as an ``actions`` block (value = payload), an image block
+(for an http(s) URL; an image in a ``data:`` URL, a person's answer by email, is its caption and
+``[image]``); the reply stays in the thread its inbound came from (``meta["thread_ts"]``).
+
+Support desks (:mod:`channels.slack_desk`): replies whose meta names a desk post open or continue a
+conversation's thread in the desk channel; a person's message in such a thread, and its "Hand back"
+button, come back on the user's conversation. They need the store and ``GATEWAY_SECRET_KEY``.
 """
 
 from __future__ import annotations
@@ -48,9 +53,13 @@ from channels.base import (
     Unauthorized,
     WebhookRequest,
 )
+from channels.data_url import IMAGE_PLACEHOLDER, decode_image, is_data_url
 from channels.ratelimit import SLACK_LIMIT
+from channels.slack_desk import SlackDesk, StaffMessage, is_desk_post
+from gateway.core.desk import HANDBACK_PREFIX
 from gateway.core.retry import retry_after_seconds
 from gateway.core.schema import Attachment, ButtonPress, Inbound, Reply
+from gateway.core.store.base import Store
 
 log = logging.getLogger("gateway.channels.slack")
 
@@ -75,6 +84,9 @@ TRANSIENT_ERRORS = frozenset(
     }
 )
 AttachmentKind = Literal["image", "audio", "video", "file"]
+CHANNEL_TYPES = frozenset({"channel", "group"})  # public and private channels, where desks live
+# Message subtypes that are still a person's words in a desk thread: with files, or also sent to the channel.
+STAFF_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
 _LEADING_MENTION = re.compile(r"^\s*<@[A-Z0-9]+(?:\|[^>]*)?>[\s,:]*")
 
 
@@ -91,15 +103,20 @@ def blocks_of(reply: Reply) -> list[Block]:
     """The reply as Block Kit blocks (slack-sdk models; their own checks run when serialised)."""
     blocks: list[Block] = []
     text = reply.text
+    image = reply.image
+    if image is not None and not image.url.lower().startswith(("http://", "https://")):
+        if is_data_url(image.url):
+            decode_image(image.url)  # Refused, saying why, unless it is an image
+        # Slack shows only images it can fetch: say there is one (an upload would need files.* calls).
+        text = "\n".join(part for part in (text, image.caption, IMAGE_PLACEHOLDER) if part)
+        image = None
     for start in range(0, len(text), SECTION_LIMIT):
         blocks.append(
             SectionBlock(text=PlainTextObject(text=text[start : start + SECTION_LIMIT], emoji=True))
         )
-    if reply.image is not None:
-        caption = reply.image.caption
-        blocks.append(
-            ImageBlock(image_url=reply.image.url, alt_text=caption or "image", title=caption or None)
-        )
+    if image is not None:
+        caption = image.caption
+        blocks.append(ImageBlock(image_url=image.url, alt_text=caption or "image", title=caption or None))
     for start in range(0, len(reply.buttons), BUTTONS_PER_BLOCK):
         chunk = reply.buttons[start : start + BUTTONS_PER_BLOCK]
         elements = [
@@ -117,6 +134,8 @@ def blocks_of(reply: Reply) -> list[Block]:
 def fallback_text(reply: Reply) -> str:
     """The top-level ``text``: what notifications and screen readers show."""
     text = reply.text or (reply.image.caption if reply.image is not None else None) or ""
+    if not text and reply.image is not None and not reply.image.url.lower().startswith(("http:", "https:")):
+        text = IMAGE_PLACEHOLDER
     if not text and reply.buttons:
         text = " / ".join(b.title for b in reply.buttons)
     return _escape(text)
@@ -143,7 +162,11 @@ class SlackChannel(Channel):
         bot_user_id: str | None = None,
         request_timeout: float = 15.0,
         clock: Callable[[], float] = time.time,
+        store: Store | None = None,
+        secret_key: str = "",
     ) -> None:
+        """``store`` and ``secret_key`` (``GATEWAY_SECRET_KEY``) serve support desks; without the store
+        desk posts are refused and desk threads read as ordinary threads."""
         self.token = token
         self.api_url = api_url
         self.bot_user_id = bot_user_id
@@ -152,6 +175,7 @@ class SlackChannel(Channel):
         self.verifier = SignatureVerifier(signing_secret, clock=_Clock(clock))
         self._session: aiohttp.ClientSession | None = None
         self._client: AsyncWebClient | None = None
+        self.desk = SlackDesk(store, secret_key, self._post) if store is not None else None
 
     def endpoints(self) -> Sequence[Endpoint]:
         return (
@@ -226,7 +250,7 @@ class SlackChannel(Channel):
         event_id = payload.get("event_id")
         if not isinstance(event, dict) or not isinstance(event_id, str) or not event_id:
             raise Malformed("event_callback without an event or an event_id")
-        message = self._from_event(event_id, event, self._own_users(payload))
+        message = await self._from_event(event_id, event, self._own_users(payload))
         return Accepted(messages=(message,) if message is not None else ())
 
     def _own_users(self, payload: Mapping[str, Any]) -> set[str]:
@@ -240,20 +264,26 @@ class SlackChannel(Channel):
                 own.add(str(authorization["user_id"]))
         return own
 
-    def _from_event(self, event_id: str, event: Mapping[str, Any], own_users: set[str]) -> Inbound | None:
+    async def _from_event(
+        self, event_id: str, event: Mapping[str, Any], own_users: set[str]
+    ) -> Inbound | None:
         kind = event.get("type")
+        thread = str(event.get("thread_ts") or "")
+        in_channel = event.get("channel_type") in CHANNEL_TYPES
+        if kind == "message" and in_channel and thread and self.desk is not None:
+            return await self._from_desk_thread(event_id, event, thread, own_users)
         if kind == "message":
             if event.get("channel_type") != "im":
                 return None  # in channels only mentions are for us (they also arrive as app_mention)
         elif kind != "app_mention":
             return None
-        user, channel = event.get("user"), event.get("channel")
-        if event.get("subtype") or event.get("bot_id") or event.get("bot_profile"):
-            return None  # edits, deletions, joins, bot messages...
-        if not isinstance(user, str) or not isinstance(channel, str) or not user or not channel:
+        sender = _person(event, own_users)
+        if sender is None:
             return None
-        if user in own_users:
-            return None
+        user, channel = sender
+        desk = self.desk
+        if kind == "app_mention" and thread and desk and await desk.thread_conversation(channel, thread):
+            return None  # a mention in a desk thread: its message event is the person's answer
         text = _unescape(str(event.get("text") or ""))
         if kind == "app_mention":
             text = _LEADING_MENTION.sub("", text, count=1)
@@ -268,6 +298,27 @@ class SlackChannel(Channel):
             attachments=_files(event),
             meta=meta,
         )
+
+    async def _from_desk_thread(
+        self, event_id: str, event: Mapping[str, Any], thread: str, own_users: set[str]
+    ) -> Inbound | None:
+        """A message in a channel thread: a person's answer if it is a desk thread, else nothing (as
+        any channel message that does not mention us)."""
+        assert self.desk is not None
+        sender = _person(event, own_users, allowed_subtypes=STAFF_SUBTYPES)
+        if sender is None:
+            return None  # our own posts in the thread, bots, edits, deletions...
+        user, channel = sender
+        message = StaffMessage(
+            event_id=event_id,
+            channel=channel,
+            thread_ts=thread,
+            user=user,
+            ts=str(event.get("ts") or ""),
+            text=_unescape(str(event.get("text") or "")),
+            attachments=_files(event),
+        )
+        return await self.desk.staff_answer(message)
 
     async def handle_interaction(self, request: WebhookRequest) -> Accepted:
         self.verify(request)
@@ -297,6 +348,13 @@ class SlackChannel(Channel):
         click = payload.get("trigger_id") or f"{channel}:{user['id']}:{action.get('action_ts')}"
         title = (action.get("text") or {}).get("text")
         message = payload.get("message") or {}
+        value = str(action.get("value") or "")
+        if value.startswith(HANDBACK_PREFIX):
+            message_ts = str(container.get("message_ts") or message.get("ts") or "")
+            if self.desk is None:
+                log.warning("slack: a hand back click ignored: this gateway has no store for desks")
+                return None
+            return self.desk.handback(str(click), value, str(user["id"]), message_ts)
         thread = container.get("thread_ts") or message.get("thread_ts")
         return Inbound(
             id=f"slack:action:{click}",
@@ -313,24 +371,38 @@ class SlackChannel(Channel):
     # Outbound
 
     async def send(self, reply: Reply, progress: Progress | None = None) -> None:
+        if is_desk_post(reply):
+            if self.desk is None:
+                raise Refused("a support desk post, but this Slack channel has no store for desks")
+            await self.desk.send(reply, blocks_of(reply))
+            return
         if not (reply.text or reply.image or reply.buttons):
             return
+        await self._post(
+            channel=reply.chat,
+            text=fallback_text(reply),
+            blocks=blocks_of(reply),
+            thread_ts=reply.meta.get(THREAD_KEY) or None,
+        )
+
+    async def _post(
+        self, *, channel: str, text: str, blocks: Sequence[Block], thread_ts: str | None = None
+    ) -> Mapping[str, Any]:
+        """One ``chat.postMessage`` with the bot's token; Slack's answer (``channel``, ``ts``, ...)."""
         try:
-            blocks = [block.to_dict() for block in blocks_of(reply)]
+            rendered = [block.to_dict() for block in blocks]
         except SlackObjectFormationError as exc:
             raise Refused(f"cannot render for Slack: {exc}") from None
         try:
-            await self.client.chat_postMessage(
-                channel=reply.chat,
-                text=fallback_text(reply),
-                blocks=blocks,
-                thread_ts=reply.meta.get(THREAD_KEY) or None,
-                mrkdwn=False,
+            response = await self.client.chat_postMessage(
+                channel=channel, text=text, blocks=rendered, thread_ts=thread_ts, mrkdwn=False
             )
         except SlackApiError as exc:
             raise _send_error(exc) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise RetryLater(f"slack unreachable: {exc!r}") from None
+        data = response.data
+        return data if isinstance(data, dict) else {}
 
 
 def _send_error(exc: SlackApiError) -> RetryLater | Refused:
@@ -344,6 +416,22 @@ def _send_error(exc: SlackApiError) -> RetryLater | Refused:
     if status >= 500 or error in TRANSIENT_ERRORS:
         return RetryLater(f"slack: {error}")
     return Refused(f"slack: {error}")
+
+
+def _person(
+    event: Mapping[str, Any], own_users: set[str], *, allowed_subtypes: frozenset[str] = frozenset()
+) -> tuple[str, str] | None:
+    """(user, channel) of a message a person wrote; None for bots (ours included), edits, deletions,
+    joins and every other subtype but ``allowed_subtypes``."""
+    user, channel = event.get("user"), event.get("channel")
+    subtype = event.get("subtype")
+    if (subtype and subtype not in allowed_subtypes) or event.get("bot_id") or event.get("bot_profile"):
+        return None
+    if not isinstance(user, str) or not isinstance(channel, str) or not user or not channel:
+        return None
+    if user in own_users:
+        return None
+    return user, channel
 
 
 def _files(event: Mapping[str, Any]) -> tuple[Attachment, ...]:

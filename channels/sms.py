@@ -15,7 +15,8 @@ Twilio's own opt-out handling (Advanced Opt-Out) when that is switched on for th
 Outbound: twilio's ``Client`` with its ``AsyncTwilioHttpClient``; the client has no base-URL option, so
 its API domain's ``base_url`` (a plain attribute) is set to ``TWILIO_API_URL``. Buttons are appended as a
 numbered list ("1. Paris 2. London") and the engine takes a bare-number reply on channel ``sms`` as that
-button; an image goes as ``media_url``.
+button; an image goes as ``media_url``, except one carried in a ``data:`` URL (a person's answer by email):
+MMS needs a public URL, so its caption and ``[image]`` go as text (:mod:`channels.data_url`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from channels.base import (
     Unauthorized,
     WebhookRequest,
 )
+from channels.data_url import IMAGE_PLACEHOLDER, decode_image, is_data_url
 from channels.ratelimit import SMS_LIMIT, RateLimit
 from channels.text import numbered_choices
 from gateway.core.retry import retry_after_seconds
@@ -145,10 +147,13 @@ class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
 
 
 def body_of(reply: Reply) -> str:
-    """The SMS text: the message, the image caption, then the buttons as a numbered list."""
+    """The SMS text: the message, the image caption (and ``[image]`` for an image that cannot go as
+    media), then the buttons as a numbered list."""
     parts = [reply.text] if reply.text else []
     if reply.image is not None and reply.image.caption:
         parts.append(reply.image.caption)
+    if reply.image is not None and is_data_url(reply.image.url):
+        parts.append(IMAGE_PLACEHOLDER)
     if reply.buttons:
         parts.append(numbered_choices(reply.buttons))
     return "\n".join(parts)
@@ -290,6 +295,9 @@ class SmsChannel(Channel):
     async def send(self, reply: Reply, progress: Progress | None = None) -> None:
         body = body_of(reply)
         media = [reply.image.url] if reply.image is not None else None
+        if reply.image is not None and is_data_url(reply.image.url):
+            decode_image(reply.image.url)  # one that does not decode is refused, as on every channel
+            media = None
         if not body and not media:
             return
         if await self.opt_outs.opted_out(reply.chat):

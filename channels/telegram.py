@@ -10,7 +10,8 @@ validating its content, so a kind newer than aiogram never makes Telegram retry 
 Outbound: through aiogram's ``Bot`` on ``TELEGRAM_API_URL``, with no ``parse_mode``, so user text can never
 break (or inject) formatting. Buttons become an inline keyboard whose ``callback_data`` is the button's
 payload; a payload over Telegram's 64-byte limit is sent as a digest (:func:`callback_data`) and comes back
-as a press whose title is the button's text, so the engine matches it by title.
+as a press whose title is the button's text, so the engine matches it by title. An image in a ``data:``
+URL (a person's answer by email) is uploaded: ``sendPhoto`` with the bytes, as a multipart form.
 
 Photos the user sends arrive as ``telegram-file:<file_id>`` URLs: resolving a downloadable URL would cost
 a ``getFile`` call per photo while the webhook waits, and that URL embeds the bot token, which must not
@@ -55,6 +56,7 @@ from aiogram.methods import (
     SetWebhook,
 )
 from aiogram.types import (
+    BufferedInputFile,
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -74,6 +76,7 @@ from channels.base import (
     Unauthorized,
     WebhookRequest,
 )
+from channels.data_url import decode_image, is_data_url
 from channels.ratelimit import TELEGRAM_LIMIT
 from channels.telegram_session import JsonAiohttpSession
 from gateway.core.schema import Attachment, ButtonPress, Inbound, Reply
@@ -297,13 +300,15 @@ class TelegramChannel(Channel):
         text = reply.text
         calls: list[Callable[[], Awaitable[object]]] = []
         if reply.image is not None:
+            photo = _photo(reply.image.url)
             caption = "\n\n".join(part for part in (reply.image.caption, text) if part)
             if len(caption) <= CAPTION_LIMIT:
-                url = reply.image.url
-                return [partial(self.bot.send_photo, chat, url, caption=caption or None, reply_markup=markup)]
+                return [
+                    partial(self.bot.send_photo, chat, photo, caption=caption or None, reply_markup=markup)
+                ]
             # Too long for one caption: the photo, then the text.
             own_caption = (reply.image.caption or "")[:CAPTION_LIMIT] or None
-            calls.append(partial(self.bot.send_photo, chat, reply.image.url, caption=own_caption))
+            calls.append(partial(self.bot.send_photo, chat, photo, caption=own_caption))
         if not text and markup is None:
             return calls
         parts = _chunks(text or EMPTY_TEXT, TEXT_LIMIT)
@@ -311,6 +316,15 @@ class TelegramChannel(Channel):
             last_markup = markup if n == len(parts) else None
             calls.append(partial(self.bot.send_message, chat, part, reply_markup=last_markup))
         return calls
+
+
+def _photo(url: str) -> str | BufferedInputFile:
+    """What ``sendPhoto`` is given: a URL Telegram fetches, or the bytes of a ``data:`` URL, uploaded (a
+    multipart call); a ``data:`` URL that does not decode is :class:`Refused`."""
+    if not is_data_url(url):
+        return url
+    image = decode_image(url)
+    return BufferedInputFile(image.data, filename=image.filename)
 
 
 def _first_error(exc: ValidationError) -> str:

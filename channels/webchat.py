@@ -13,7 +13,8 @@ tool, not a mailbox.
 
 Protocol (JSON text frames). Browser → gateway: ``{"type": "message", "id", "text"}`` and
 ``{"type": "button", "id", "payload", "title"}``. Gateway → browser: ``{"type": "ready", "user"}`` first,
-``{"type": "ack", "id"}``, ``{"type": "reply", "id", "text", "image", "buttons"}``, and
+``{"type": "ack", "id"}``, ``{"type": "reply", "id", "text", "image", "buttons"}`` (plus ``"author"``, the
+name of the person who wrote it, on a support desk's answer; the page labels it), and
 ``{"type": "error", "code", "message", "id"}`` with code ``too_large``, ``rate_limited``, ``bad_frame`` or
 ``unavailable`` (the only one worth resending). A connection that keeps being refused is closed (1008).
 """
@@ -35,6 +36,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from channels.base import Channel, Progress
+from channels.data_url import decode_image, is_data_url
 from gateway.core.errors import Unavailable
 from gateway.core.schema import INSTANCE_META, ButtonPress, Inbound, Reply
 
@@ -54,6 +56,7 @@ MAX_FRAME_BYTES = 16 * 1024  # beyond this aiohttp closes the socket (1009) with
 RATE_PER_SECOND, RATE_BURST = 5.0, 10  # messages one connection may send
 REFUSALS_PER_SECOND, REFUSALS_BURST = 1.0, 20  # refused frames before the socket is closed as a flood
 SEND_TIMEOUT = 5.0  # seconds a frame may take to leave for a browser
+DEFAULT_AUTHOR = "Support"  # the label of a person's answer whose author has no name
 
 # A user id is the browser's bearer token for its attributes: random, from the page or from us.
 _USER_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
@@ -158,10 +161,21 @@ def _text(frame: dict[str, Any], name: str, limit: int, client_id: str) -> str:
 
 
 def render_reply(reply: Reply) -> str:
-    """A reply as the browser's frame; the page renders every string as text."""
+    """A reply as the browser's frame; the page renders every string as text. An image in a ``data:``
+    URL goes as it is (the page's CSP allows ``img-src data:``) once it decodes; else :class:`Refused`."""
+    if reply.image is not None and is_data_url(reply.image.url):
+        decode_image(reply.image.url)
     image = None if reply.image is None else {"url": reply.image.url, "caption": reply.image.caption}
     buttons = [{"title": b.title, "payload": b.payload} for b in reply.buttons]
-    frame = {"type": "reply", "id": reply.id, "text": reply.text, "image": image, "buttons": buttons}
+    frame: dict[str, Any] = {
+        "type": "reply",
+        "id": reply.id,
+        "text": reply.text,
+        "image": image,
+        "buttons": buttons,
+    }
+    if reply.author is not None:
+        frame["author"] = reply.author or DEFAULT_AUTHOR
     return json.dumps(frame, ensure_ascii=False)
 
 

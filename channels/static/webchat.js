@@ -204,16 +204,28 @@
   }
 
   function safeImageUrl(url) {
+    const text = String(url);
+    if (/^data:image\/[a-z0-9.+-]+(;[^,]*)?;base64,/i.test(text)) return text; // a person's image, inline
     try {
-      const parsed = new URL(String(url), location.href);
+      const parsed = new URL(text, location.href);
       return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
     } catch {
       return null;
     }
   }
 
+  // A person's answer from a support desk: shown like the bot's, under a small label with their name.
+  function addAuthor(item, author) {
+    const label = document.createElement("span");
+    label.className = "author";
+    label.textContent = String(author) || "Support";
+    item.classList.add("staff");
+    item.prepend(label);
+  }
+
   function addReply(frame) {
     const item = addMessage("bot", frame.text ? String(frame.text) : "");
+    if (frame.author !== undefined && frame.author !== null) addAuthor(item, frame.author);
     const image = frame.image && safeImageUrl(frame.image.url);
     if (image) {
       const figure = document.createElement("figure");

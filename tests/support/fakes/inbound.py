@@ -163,9 +163,17 @@ def slack_event_callback(
 
 
 def slack_message_event(
-    event_id: str, channel: str, user: str, text: str, *, thread_ts: str | None = None, ts: str | None = None
+    event_id: str,
+    channel: str,
+    user: str,
+    text: str,
+    *,
+    thread_ts: str | None = None,
+    ts: str | None = None,
+    channel_type: str = "im",
 ) -> dict[str, Any]:
-    """A direct message (``message.im``) wrapped in its event_callback."""
+    """A direct message (``message.im``; ``channel_type="channel"``: ``message.channels``) wrapped in its
+    event_callback."""
     stamp = ts or f"{time.time():.6f}"
     event: dict[str, Any] = {
         "type": "message",
@@ -174,7 +182,7 @@ def slack_message_event(
         "text": text,
         "ts": stamp,
         "event_ts": stamp,
-        "channel_type": "im",
+        "channel_type": channel_type,
     }
     if thread_ts is not None:
         event["thread_ts"] = thread_ts

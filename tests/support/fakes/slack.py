@@ -4,7 +4,9 @@ Real wire format (https://docs.slack.dev/apis/web-api/): JSON or form parameters
 with ``{"ok": true, ...}`` or ``{"ok": false, "error": "channel_not_found"}``; a rate limit is HTTP 429
 with a ``Retry-After`` header and ``{"ok": false, "error": "ratelimited"}``. Channels in
 :attr:`FakeSlack.unknown_channels` answer ``channel_not_found``; Block Kit limits the sender can trip
-over (button text 75, value 2000, section text 3000, 50 blocks) answer ``invalid_blocks``.
+over (button text 75, value 2000, section text 3000, 50 blocks) answer ``invalid_blocks``. Every message
+posted is kept in :attr:`FakeSlack.posted` as the Events API would deliver it back to the app (a
+``message`` event with the bot's ``bot_id``: see :meth:`FakeSlack.echo`).
 
     async with FakeSlack() as slack:
         channel = SlackChannel(slack.token, secret, api_url=slack.url)
@@ -31,6 +33,7 @@ class FakeSlack(FakeApi):
         super().__init__()
         self.token = token
         self.unknown_channels: set[str] = set()
+        self.posted: list[dict[str, Any]] = []  # the messages posted, with their channel
         self._ts = 0
 
     @property
@@ -128,7 +131,20 @@ class FakeSlack(FakeApi):
             message["blocks"] = blocks
         if params.get("thread_ts"):
             message["thread_ts"] = params["thread_ts"]
+        self.posted.append({**message, "channel": channel})
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def echo(self, posted: dict[str, Any], channel_type: str = "channel") -> dict[str, Any]:
+        """The ``message`` event the Events API sends the app for one of its own posts (``posted``, an
+        item of :attr:`posted`): the bot's user, its ``bot_id`` and ``bot_profile``, the thread."""
+        return {
+            **posted,
+            "app_id": "A0FAKEAPP",
+            "bot_profile": {"id": BOT_ID, "app_id": "A0FAKEAPP", "name": "fakebot", "team_id": "T0FAKE"},
+            "team": "T0FAKE",
+            "event_ts": posted["ts"],
+            "channel_type": channel_type,
+        }
 
 
 def _valid_blocks(blocks: Any) -> bool:

@@ -5,7 +5,8 @@ query string, form fields (JSON-encoded objects such as ``reply_markup``) or a J
 ``{"ok": false, "error_code": N, "description": "..."}`` with ``parameters.retry_after`` on 429. It
 enforces the limits a sender can trip over (text 4096, caption 1024, callback_data 64 bytes) and answers
 403 "Forbidden: bot was blocked by the user" for chats in :attr:`blocked_chats`. ``getUpdates`` long-polls
-the updates given to :meth:`FakeTelegram.push_update`.
+the updates given to :meth:`FakeTelegram.push_update`. Files uploaded in a multipart call (``sendPhoto``
+with ``photo=attach://<part>``) are kept in :attr:`FakeTelegram.uploads`, bytes and all.
 
     async with FakeTelegram() as tg:
         channel = TelegramChannel(tg.token, api_url=tg.url)
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +49,17 @@ _DESCRIPTIONS = {
 }
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One file part of a multipart call."""
+
+    method: str
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
+
+
 class FakeTelegram(FakeApi):
     def __init__(self, token: str = DEFAULT_TOKEN) -> None:
         super().__init__()
@@ -58,6 +71,7 @@ class FakeTelegram(FakeApi):
         self._update_added: asyncio.Event | None = None
         self.long_polling: asyncio.Event | None = None  # set while a getUpdates call waits for updates
         self._message_ids = 0
+        self.uploads: list[Upload] = []
 
     @property
     def url(self) -> str:
@@ -97,7 +111,12 @@ class FakeTelegram(FakeApi):
             form = await request.post()
             for key, value in form.items():
                 if not isinstance(value, str):
-                    params[key] = getattr(value, "filename", "upload")  # a file: its name is enough here
+                    filename = getattr(value, "filename", None) or "upload"
+                    data = value.file.read() if hasattr(value, "file") else bytes(value)
+                    method = request.match_info["method"]
+                    content_type = getattr(value, "content_type", "") or ""
+                    self.uploads.append(Upload(method, key, filename, content_type, data))
+                    params[key] = filename  # in the call log a file is its name; its bytes are in uploads
                 elif key in _JSON_FIELDS:
                     params[key] = json.loads(value)
                 else:
@@ -179,7 +198,8 @@ class FakeTelegram(FakeApi):
         return self._message(params, text=text)
 
     async def _m_sendphoto(self, params: dict[str, Any]) -> Any:
-        if not params.get("photo"):
+        photo = str(params.get("photo") or "")
+        if not photo or (photo.startswith("attach://") and photo[len("attach://") :] not in params):
             return _Refusal(400, "Bad Request: there is no photo in the request")
         caption = params.get("caption")
         if caption is not None and len(str(caption)) > 1024:
