@@ -42,7 +42,8 @@ def show_text(text: str) -> str:
 
 
 def show_reply(reply: Reply) -> str:
-    """``'Where do you live?' [Paris | London]`` or ``image https://... ('caption')``."""
+    """``'Where do you live?' [Paris | London]``, ``image https://... ('caption')``, or a person's answer
+    ``'On its way' (from Agent)``."""
     if reply.image is not None:
         caption = f" ({show_text(reply.image.caption)})" if reply.image.caption else ""
         shown = f"image {reply.image.url}{caption}"
@@ -52,6 +53,8 @@ def show_reply(reply: Reply) -> str:
         shown = show_text(reply.text)
     if reply.buttons:
         shown += f" {show_buttons(reply)}"
+    if reply.author is not None:
+        shown += f" (from {reply.author})"
     return shown
 
 

@@ -60,6 +60,22 @@ class Wait:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentSays:
+    """A person answers from the support desk of the handed-over conversation (``#bot`` alone on a line
+    of ``text`` hands back)."""
+
+    text: str
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class HandBack:
+    """The desk's "Hand back" button is pressed."""
+
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
 class ExpectReply:
     """The next reply's text; ``buttons`` None: not checked, () : none."""
 
@@ -93,6 +109,20 @@ class ExpectEmail:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpectDesk:
+    """The next message the support desk got (a ticket email, a Slack desk post) contains ``text``:
+    plain text is a substring, ``re:`` is searched."""
+
+    text: TextMatch
+    where: Where
+
+    def found_in(self, text: str) -> bool:
+        if self.text.pattern is not None:
+            return self.text.matches(text)
+        return self.text.written.strip() in text
+
+
+@dataclass(frozen=True, slots=True)
 class CannedAnswer:
     """What an API answers, in a test, to the calls whose URL (and method, when given) match."""
 
@@ -114,8 +144,8 @@ class CannedAnswer:
         return Canned(self.matches, self.status, self.body, self.error)
 
 
-Action = Say | Press | Wait
-Expectation = ExpectReply | ExpectImage | ExpectEmail
+Action = Say | Press | Wait | AgentSays | HandBack
+Expectation = ExpectReply | ExpectImage | ExpectEmail | ExpectDesk
 Item = Action | Expectation
 
 

@@ -11,11 +11,14 @@ from pathlib import Path
 
 from designer.conversation_tests.canned import CannedReader
 from designer.conversation_tests.model import (
+    AgentSays,
     ConversationFile,
     ConversationTest,
+    ExpectDesk,
     ExpectEmail,
     ExpectImage,
     ExpectReply,
+    HandBack,
     Item,
     Press,
     Say,
@@ -40,11 +43,13 @@ from worker.engine.yaml_source import (
 
 FILE_KEYS = ("tests",)
 TEST_KEYS = ("name", "channel", "user_id", "user_attributes", "http", "conversation")
-ITEM_KINDS = ("user", "press", "bot", "image", "email", "wait")
+ITEM_KINDS = ("user", "press", "bot", "image", "email", "wait", "agent", "desk")
 ITEM_EXTRAS = {"bot": ("buttons",), "image": ("caption",)}
 ITEM_KEYS = (*ITEM_KINDS, "buttons", "caption")
 EMAIL_KEYS = ("to", "cc", "reply_to", "subject", "body_contains", "html_contains")
 SESSION_EXPIRES = "session_expires"
+HAND_BACK = "hand_back"
+BARE_LINES = (SESSION_EXPIRES, HAND_BACK)
 CHANNEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 USER_ID = re.compile(r"[^\s\x00-\x1f\x7f]{1,256}")
 
@@ -155,9 +160,14 @@ class _TestReader(CannedReader):
         if isinstance(node, ScalarNode):
             if scalar_text(node) == SESSION_EXPIRES:
                 return Wait(None, self.where(node))
+            if scalar_text(node) == HAND_BACK:
+                return HandBack(self.where(node))
+            written = (scalar_text(node) or "").strip().lower().replace(" ", "_").replace("-", "_")
+            hint = f" (did you mean '{written}'?)" if written in BARE_LINES else ""
             self.problem(
                 node,
-                f"a conversation line is 'KEY: value' ({', '.join(ITEM_KINDS)}) or '{SESSION_EXPIRES}'",
+                f"a conversation line is 'KEY: value' ({', '.join(ITEM_KINDS)}), "
+                f"'{SESSION_EXPIRES}' or '{HAND_BACK}'{hint}",
             )
             return None
         found = self.entries(node, ITEM_KEYS, "a conversation line")
@@ -190,6 +200,11 @@ class _TestReader(CannedReader):
             return Say(text, where) if kind == "user" else Press(text, where)
         if kind == "wait":
             return self.read_wait(value, where)
+        if kind == "agent":
+            return self.read_agent(value, where)
+        if kind == "desk":
+            desk = self.match(value, "desk")
+            return ExpectDesk(desk, where) if desk is not None else None
         if kind == "bot":
             match = self.match(value, "bot")
             buttons = self.read_buttons(found["buttons"][1]) if "buttons" in found else None
@@ -216,6 +231,17 @@ class _TestReader(CannedReader):
             self.problem(node, f"bad duration {value!r}: use a number with s, m, h or d, such as 10m")
             return None
         return Wait(seconds, where)
+
+    def read_agent(self, node: Node, where: Where) -> AgentSays | None:
+        if is_null(node):  # `agent: #bot` unquoted: YAML reads a comment there, and the line is empty
+            self.problem(
+                node,
+                'agent: needs the person\'s answer; to hand back write agent: "#bot" (quoted: an unquoted '
+                f"# starts a YAML comment) or a '{HAND_BACK}' line",
+            )
+            return None
+        text = self.text(node, "agent")
+        return AgentSays(text, where) if text is not None else None
 
     def read_buttons(self, node: Node) -> tuple[TextMatch, ...] | None:
         nodes = self.items(node, "buttons")

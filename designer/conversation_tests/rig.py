@@ -4,6 +4,10 @@ The embedded bus and the in-memory store carry the messages; a simulated clock d
 expiry, the worker's timestamps and the timers, so "the session expires here" moves time instead of
 sleeping, and the timers due meanwhile fire at their due times (:func:`worker.timers.simulation.pass_time`).
 The stories' http calls get the test's canned answers (``caller``), never the network.
+Support desks are the real worker side of a handoff with fixed test values for the secret key and the
+desk's inbox address; a person's answer is published as the inbox or the Slack channel would publish it,
+and what the desks get is captured: Slack desk posts by a capturing "slack" channel, ticket emails by the
+mail transport.
 Each test gets its own rig, so no state leaks between tests.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from typing import Literal
 
 from channels.delivery import Deliverer
 from designer.conversation_tests.capture import CapturingChannel, CapturingTransport
@@ -18,11 +23,12 @@ from gateway.core.bus.base import DeadLetter, Envelope, Topic
 from gateway.core.bus.memory import MemoryBus
 from gateway.core.metrics import Metrics
 from gateway.core.schedule.memory import MemorySchedule
-from gateway.core.schema import ButtonPress, ConversationKey, Inbound
+from gateway.core.schema import ButtonPress, ConversationKey, Inbound, Reply
 from gateway.core.store.base import Commit
 from gateway.core.store.memory import MemoryStore
 from mailer.service import Mailer
 from worker.engine import Engine
+from worker.handoff import DeskTurns
 from worker.http import Caller, CannedCaller
 from worker.service import StoryWorker
 from worker.timers.poller import TimerPoller
@@ -31,6 +37,12 @@ from worker.timers.turns import TimerTurns
 
 START_TIME = 1_700_000_000.0
 SECONDS_PER_MESSAGE = 1.0  # simulated time between two messages of the user
+# The desks of every conversation test: a handoff to an email desk needs a key to sign its reply
+# address with and the desk's inbox address (GATEWAY_SECRET_KEY, GATEWAY_INBOX_ADDRESS in production).
+TEST_SECRET_KEY = "conversation-tests-secret-key"
+TEST_INBOX_ADDRESS = "desk@bot.example.com"
+AGENT_NAME = "Agent"  # the name a person's answer from the desk is signed with
+DESK_CHANNEL = "slack"  # where Slack desk posts go
 
 
 class SimulatedClock:
@@ -68,7 +80,11 @@ class InProcessGateway:
         # with real back-off sleeps.
         self.bus = MemoryBus(partitions=1, max_attempts=1)
         self.store = MemoryStore(clock=self.clock)
-        self.channel = CapturingChannel(key.channel)
+        self.replies: list[Reply] = []  # to the user and to a Slack desk, in the order delivered
+        self.channel = CapturingChannel(key.channel, self.replies)
+        channels = {key.channel: self.channel}
+        if key.channel != DESK_CHANNEL:
+            channels[DESK_CHANNEL] = CapturingChannel(DESK_CHANNEL, self.replies)
         self.transport = CapturingTransport()
         self.schedule = MemorySchedule(clock=self.clock)
         self.poller = TimerPoller(self.schedule, self.bus, holder="test", clock=self.clock, metrics=metrics)
@@ -82,10 +98,9 @@ class InProcessGateway:
             clock=self.clock,
             caller=self.caller,
             timers=timers,
+            desks=DeskTurns(secret_key=TEST_SECRET_KEY, inbox_address=TEST_INBOX_ADDRESS, metrics=metrics),
         )
-        self.deliverer = Deliverer(
-            self.bus, self.store, {key.channel: self.channel}, metrics, rate_limits=False
-        )
+        self.deliverer = Deliverer(self.bus, self.store, channels, metrics, rate_limits=False)
         self.mailer = Mailer(self.bus, self.store, self.transport, mail_from=mail_from)
         self._ids = itertools.count(1)
         self._dead_seen: dict[Topic, int] = dict.fromkeys(Topic, 0)
@@ -122,6 +137,33 @@ class InProcessGateway:
             button=button,
             sent_at=self.clock.now,
         )
+        return await self._handle(message)
+
+    async def agent_says(self, text: str) -> list[DeadLetter]:
+        """A person's answer from the desk of this conversation, as the inbox or the Slack channel
+        publishes it; handled completely. Returns what the pipeline dead-lettered."""
+        return await self._from_desk("staff", text)
+
+    async def hand_back(self) -> list[DeadLetter]:
+        """The desk's "Hand back" button, as the Slack channel publishes it; handled completely."""
+        return await self._from_desk("handback", "")
+
+    async def _from_desk(self, kind: Literal["staff", "handback"], text: str) -> list[DeadLetter]:
+        self.clock.advance(SECONDS_PER_MESSAGE)
+        number = next(self._ids)
+        message = Inbound(
+            id=f"{self.key.channel}:test:{kind}:{number}",
+            channel=self.key.channel,
+            chat=self.key.chat,
+            user=self.key.user,
+            text=text,
+            sent_at=self.clock.now,
+            user_name=AGENT_NAME,
+            kind=kind,
+        )
+        return await self._handle(message)
+
+    async def _handle(self, message: Inbound) -> list[DeadLetter]:
         envelope = Envelope(message.to_json(), message.id, str(message.conversation))
         await self.bus.publish(Topic.INBOUND, [envelope])
         await self.bus.join()

@@ -3,6 +3,11 @@
 Replies and emails are consumed in the order the bot produced them. The check is strict: a reply or an
 email the test does not expect fails the test too (at the user line that caused it), so a test also
 says what the bot does *not* do. So does an http call that no canned answer of the test expects.
+
+A handed-over conversation has three parties: what a person at the desk answers (``agent:``, the
+``hand_back`` button) is played like a user's line; what the user then receives, the person's answer
+included, is expected by ``bot:`` lines; what the desk gets (ticket emails, Slack desk posts) by
+``desk:`` lines, in their own order.
 """
 
 from __future__ import annotations
@@ -13,6 +18,13 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import NoReturn
 
+from designer.conversation_tests.desk import (
+    DeskMessage,
+    desk_email,
+    desk_post,
+    is_desk_email,
+    is_desk_post,
+)
 from designer.conversation_tests.failure import (
     Failure,
     show_buttons,
@@ -22,17 +34,21 @@ from designer.conversation_tests.failure import (
     show_text,
 )
 from designer.conversation_tests.model import (
+    Action,
+    AgentSays,
     ConversationTest,
+    ExpectDesk,
     ExpectEmail,
     ExpectImage,
     ExpectReply,
+    HandBack,
     Item,
     Press,
     Say,
     TextMatch,
     Wait,
 )
-from designer.conversation_tests.rig import InProcessGateway
+from designer.conversation_tests.rig import TEST_INBOX_ADDRESS, InProcessGateway
 from gateway.core.bus.base import DeadLetter
 from gateway.core.durations import format_duration
 from gateway.core.metrics import Metrics
@@ -75,7 +91,8 @@ class _Conversation:
         )
         self.replies: deque[Reply] = deque()
         self.emails: deque[EmailMessage] = deque()
-        self.last: Say | Press | Wait | None = None  # the latest line that made the bot act
+        self.desk: deque[DeskMessage] = deque()
+        self.last: Action | None = None  # the latest line that made the bot act
         self.turn: list[Reply] = []  # every reply to it
         self.unexpected_calls = 0  # calls no canned answer expected, reported so far
 
@@ -85,7 +102,7 @@ class _Conversation:
         raise _Failed(Failure(item.where, self.test.name, expected, actual, label, context))
 
     async def play(self, item: Item) -> None:
-        if isinstance(item, Say | Press | Wait):
+        if isinstance(item, Say | Press | Wait | AgentSays | HandBack):
             self.nothing_left()
         if isinstance(item, Say):
             await self.send(item, item.text, None)
@@ -93,10 +110,16 @@ class _Conversation:
             await self.press(item)
         elif isinstance(item, Wait):
             await self.wait(item)
+        elif isinstance(item, AgentSays):
+            await self.acting(item, self.gateway.agent_says(item.text))
+        elif isinstance(item, HandBack):
+            await self.acting(item, self.gateway.hand_back())
         elif isinstance(item, ExpectReply):
             self.expect_reply(item)
         elif isinstance(item, ExpectImage):
             self.expect_image(item)
+        elif isinstance(item, ExpectDesk):
+            self.expect_desk(item)
         else:
             self.expect_email(item)
 
@@ -105,20 +128,29 @@ class _Conversation:
     async def send(self, item: Say | Press, text: str, button: ButtonPress | None) -> None:
         await self.acting(item, self.gateway.send(text, button))
 
-    async def acting(self, item: Say | Press | Wait, action: Awaitable[list[DeadLetter]]) -> None:
+    async def acting(self, item: Action, action: Awaitable[list[DeadLetter]]) -> None:
         """Run what a line does, and collect what the bot did because of it."""
-        channel, transport = self.gateway.channel, self.gateway.transport
-        replies_before, emails_before = len(channel.replies), len(transport.messages)
+        delivered, transport = self.gateway.replies, self.gateway.transport
+        replies_before, emails_before = len(delivered), len(transport.messages)
         dead = await action
         self.last = item
-        self.turn = channel.replies[replies_before:]
+        self.turn = []
+        for reply in delivered[replies_before:]:
+            if is_desk_post(reply):
+                self.desk.append(desk_post(reply))
+            else:
+                self.turn.append(reply)
         self.replies.extend(self.turn)
-        self.emails.extend(transport.messages[emails_before:])
+        for message in transport.messages[emails_before:]:
+            if is_desk_email(message, TEST_INBOX_ADDRESS):
+                self.desk.append(desk_email(message))
+            else:
+                self.emails.append(message)
         if dead:
             self.dead_lettered(item, dead[0])
         self.calls_expected(item)
 
-    def calls_expected(self, item: Say | Press | Wait) -> None:
+    def calls_expected(self, item: Action) -> None:
         caller = self.gateway.caller
         if not isinstance(caller, CannedCaller) or len(caller.unexpected) == self.unexpected_calls:
             return
@@ -153,7 +185,7 @@ class _Conversation:
             seconds = (await self.gateway.session_ttl() or self.longest_ttl) + 1.0
         await self.acting(item, self.gateway.pass_time(seconds))
 
-    def dead_lettered(self, item: Say | Press | Wait, letter: DeadLetter) -> NoReturn:
+    def dead_lettered(self, item: Action, letter: DeadLetter) -> NoReturn:
         self.fail(
             item,
             "the message handled all the way (worker, delivery, mailer)",
@@ -171,6 +203,10 @@ class _Conversation:
             if self.last.seconds is None:
                 return "after session_expires"
             return f"after wait {format_duration(self.last.seconds)}"
+        if isinstance(self.last, AgentSays):
+            return f"after agent {show_text(self.last.text)}"
+        if isinstance(self.last, HandBack):
+            return "after hand_back"
         kind = "user" if isinstance(self.last, Say) else "press"
         return f"after {kind} {show_text(self.last.text if isinstance(self.last, Say) else self.last.title)}"
 
@@ -185,7 +221,8 @@ class _Conversation:
         if reply.image is not None and not reply.text:
             self.fail(item, str(item.text), show_reply(reply))
         if not item.text.matches(reply.text):
-            self.fail(item, str(item.text), show_text(reply.text))
+            author = f" (from {reply.author})" if reply.author is not None else ""
+            self.fail(item, str(item.text), show_text(reply.text) + author)
         if item.buttons is not None and not _buttons_match(item.buttons, reply):
             wanted = "[" + " | ".join(match.plain for match in item.buttons) + "]" if item.buttons else "none"
             self.fail(item, f"buttons {wanted}", show_buttons(reply), "bot offered")
@@ -226,6 +263,16 @@ class _Conversation:
                 if text not in body:
                     self.fail_email(item, key, f"{kind} body containing {show_text(text)}", show_text(body))
 
+    def expect_desk(self, item: ExpectDesk) -> None:
+        expected = f"the desk gets a message containing {item.text}"
+        if item.text.pattern is not None:
+            expected = f"the desk gets a message matching {item.text}"
+        if not self.desk:
+            self.fail(item, expected, f"nothing more {self.said()}", "desk got")
+        message = self.desk.popleft()
+        if not item.found_in(message.text):
+            self.fail(item, expected, message.shown, "desk got")
+
     def fail_email(self, item: ExpectEmail, key: str, expected: str, actual: str) -> NoReturn:
         failure = Failure(
             item.line_of(key), self.test.name, f"{key}: {expected}", actual, f"email {key}" if key in (
@@ -250,6 +297,13 @@ class _Conversation:
                 f"no email {self.said()} (add an 'email:' line for it)",
                 "; ".join(show_email(message) for message in self.emails),
                 "sent",
+            )
+        if self.desk:
+            self.fail(
+                at,
+                f"nothing more to the desk {self.said()} (add a 'desk:' line for it)",
+                self.desk[0].shown + (f" (and {len(self.desk) - 1} more)" if len(self.desk) > 1 else ""),
+                "desk got",
             )
 
 

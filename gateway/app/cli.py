@@ -18,6 +18,15 @@ from gateway.core.settings import Settings
 EXIT_USAGE = 2
 
 
+CHAT_COMMANDS = """\
+commands:
+  /wait DURATION    time passes at once (10m, 2h, 1d): the timers due meanwhile fire, in order
+  /agent TEXT       a person's answer from the support desk of a handed-over conversation;
+                    \\n starts a new line. What the desk gets is printed as "[desk] " lines
+  /agent #bot       the person hands the conversation back to the bot (docs/support-desk.md)
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Multi-channel chatbot gateway.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -49,7 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         "set-webhook", help="register GATEWAY_PUBLIC_URL/webhooks/telegram (with the secret) with Telegram"
     )
     set_hook.add_argument("--drop-pending", action="store_true", help="discard updates Telegram holds")
-    chat = sub.add_parser("chat", help="talk to the stories in the terminal")
+    chat = sub.add_parser(
+        "chat",
+        help="talk to the stories in the terminal",
+        description="Talk to the stories in the terminal, one line per message (a number presses a button).",
+        epilog=CHAT_COMMANDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     chat.add_argument("--user", default="you", help="user id (user attributes persist per id)")
     check = sub.add_parser("check", help="validate stories and templates")
     check.add_argument("path", nargs="?", type=Path, default=None)

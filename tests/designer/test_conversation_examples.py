@@ -23,7 +23,8 @@ def test_gateway_test_runs_the_examples_in_process_in_well_under_a_second(
     assert code == 0, out
     tests = sum(text.count("  - name:") for text in (p.read_text() for p in TESTS.glob("*.yml")))
     assert tests >= 12
-    assert re.fullmatch(rf"OK: {tests} tests passed \(5 files, \d+\.\d\d s\)\n", out)
+    files = len(list(TESTS.glob("*.yml")))
+    assert re.fullmatch(rf"OK: {tests} tests passed \({files} files, \d+\.\d\d s\)\n", out)
     assert elapsed < 0.5, f"{tests} conversation tests took {elapsed:.2f} s"
 
 

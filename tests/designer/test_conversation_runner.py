@@ -339,12 +339,12 @@ def test_broken_test_files_get_positioned_problems(tmp_path: Path, stories: Path
     assert text.splitlines() == [
         "bad.yml:3:5: unknown key 'colour' in a test "
         "(expected one of: name, channel, user_id, user_attributes, http, conversation)",
-        "bad.yml:6:9: a conversation line has only one of user, press, bot, image, email, wait; "
+        "bad.yml:6:9: a conversation line has only one of user, press, bot, image, email, wait, agent, desk; "
         "this one has both 'user' and 'bot' (start a new '- ' item)",
         "bad.yml:7:18: bad regular expression: missing ), unterminated subpattern",
         "bad.yml:8:15: bad duration 'forever': use a number with s, m, h or d, such as 10m",
-        "bad.yml:9:9: a conversation line is 'KEY: value' (user, press, bot, image, email, wait) "
-        "or 'session_expires'",
+        "bad.yml:9:9: a conversation line is 'KEY: value' (user, press, bot, image, email, wait, agent, "
+        "desk), 'session_expires' or 'hand_back'",
         "bad.yml:10:36: unknown key 'subjekt' in email; did you mean 'subject'?",
         "bad.yml:12:9: 'caption' belongs to an 'image:' line, not to 'bot:'",
         "bad.yml:13:5: a test needs 'name'",

@@ -87,7 +87,9 @@ def parse_mermaid(text: str) -> tuple[dict[str, list[str]], list[tuple[str, str,
 def test_mermaid_of_the_examples(examples: Stories) -> None:
     groups, edges, classes = parse_mermaid(to_mermaid(build_graph(examples)))
     assert groups == {
+        "csat": ["csat__ask", "csat__thanks"],
         "fallback": ["no_match", "fallback__sorry"],
+        "human": ["human__triggers", "human__ask", "human__hand_over", "human__hand_over__handoff1"],
         "orders": ["orders__triggers", "orders__ask", "orders__look_up", "orders__not_found"],
         "quiz": ["quiz__triggers", *(f"quiz__{s}" for s in (
             "ask1", "answer1", "ask2", "answer2", "right2", "ask3", "unclear3", "right3", "wrong3",
@@ -112,18 +114,21 @@ def test_mermaid_of_the_examples(examples: Stories) -> None:
         ("orders__look_up", "-.->", "on_error", "orders__not_found"),  # only when the call fails
         ("support__ask", "-.->", "timeout 10m", "support__nudge"),  # a timeout: dashed, with its delay
         ("support__nudge", "-->", "next", "support__ticket"),
+        ("human__hand_over", "-->", "", "human__hand_over__handoff1"),  # a handoff ends its step
+        ("human__hand_over__handoff1", "-.->", "handed back", "csat__ask"),  # then resume
     ]
     for edge in expected:
         assert edge in edges
-    assert len(edges) == len(set(edges)) == 38
+    assert len(edges) == len(set(edges)) == 43
     nodes = {node for members in groups.values() for node in members}
     assert {s for s, *_ in edges} <= nodes and {t for *_, t in edges} <= nodes
     assert classes["support__ticket"] == classes["orders__look_up"] == "deadEnd"
     assert {n for n, c in classes.items() if c == "entry"} == {
-        "welcome__start", "support__ask", "quiz__ask1", "fallback__sorry", "orders__ask"
+        "welcome__start", "support__ask", "quiz__ask1", "fallback__sorry", "orders__ask", "human__ask",
+        "csat__ask",
     }  # fmt: skip
     assert {n for n, c in classes.items() if c == "start"} == {
-        "welcome__triggers", "support__triggers", "quiz__triggers", "orders__triggers"
+        "welcome__triggers", "support__triggers", "quiz__triggers", "orders__triggers", "human__triggers"
     }  # fmt: skip
     assert "unreachable" not in classes.values()
 
@@ -183,14 +188,17 @@ def test_svg_of_the_examples_is_xml_with_every_story_and_step(examples: Stories)
     root = ET.fromstring(svg)
     assert root.tag == f"{SVG}svg"
     frames = {g.get("id"): g for g in root.iter(f"{SVG}g") if g.get("class") == "story"}
-    assert set(frames) == {"story-fallback", "story-orders", "story-quiz", "story-support", "story-welcome"}
+    assert set(frames) == {
+        "story-csat", "story-fallback", "story-human", "story-orders", "story-quiz", "story-support",
+        "story-welcome",
+    }  # fmt: skip
     titles = {"".join(t.itertext()) for g in frames.values() for t in g.iter(f"{SVG}text")}
     assert {"fallback", "quiz", "support", "welcome"} <= titles
     texts = {"".join(t.itertext()) for t in root.iter(f"{SVG}text")}
     assert {"ask_city", "save_city", "ticket", "score", "no match", "▶ quiz · /quiz · play"} <= texts
     assert {"[Somewhere else]", "goto if @user.FirstName", "fallback", "next"} <= texts
     links = {a.get("href") for a in root.iter(f"{SVG}a")}
-    assert links == {"#story-welcome", "#story-support", "#story-quiz"}
+    assert links == {"#story-welcome", "#story-support", "#story-quiz", "#story-csat"}
     assert "<script" not in svg and "http://" not in svg.replace('="http://www.w3.org/', "")
 
 
@@ -232,7 +240,7 @@ def test_layout_boxes_do_not_overlap_and_stay_in_their_frame(
 def test_map_page_is_one_html_document_with_the_svg_inline(examples: Stories) -> None:
     page = map_page(examples)
     assert page.startswith("<!DOCTYPE html>\n<html") and page.endswith("</html>\n")
-    assert page.count("<svg") == 1 and "5 stories, 22 steps, 2 dead ends." in page
+    assert page.count("<svg") == 1 and "7 stories, 26 steps, 3 dead ends." in page
     assert "<script" not in page and "<link" not in page
     svg = page[page.index("<svg") : page.index("</svg>") + len("</svg>")]
     ET.fromstring(svg)
@@ -246,7 +254,7 @@ def test_gateway_map_prints_mermaid_and_writes_svg(
     assert code == 0 and out.startswith("flowchart TD\n") and "welcome__ask_city" in out
     target = tmp_path / "map.svg"
     code, out, _ = gateway(["map", str(STORIES), "--svg", str(target)], capsys, monkeypatch)
-    assert (code, out) == (0, f"wrote {target}: 5 stories, 22 steps\n")
+    assert (code, out) == (0, f"wrote {target}: 7 stories, 26 steps\n")
     assert ET.parse(target).getroot().tag == f"{SVG}svg"
     broken = write(tmp_path / "broken" / "s.yml", "stories:\n  s:\n    steps: [{id: a, goto: b}]\n")
     code, out, _ = gateway(["map", str(broken.parent)], capsys, monkeypatch)

@@ -15,6 +15,7 @@ import aiohttp
 
 from gateway.core.settings import Settings
 from tests.support.paths import EMAILS, STORIES
+from tests.support.timers import DESK_KEY
 
 WAIT = 10.0
 
@@ -26,6 +27,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "outbox": tmp_path / "outbox",
         "port": 0,
         "instance_id": "test-instance",
+        "secret_key": DESK_KEY,  # the example stories hand over (human.yml)
         **overrides,
     }
     return Settings(**values)

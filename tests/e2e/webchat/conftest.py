@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.paths import EMAILS, STORIES
 from tests.support.processes import GatewayProcess, Start
+from tests.support.timers import DESK_KEY
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ async def start_role(
         "GATEWAY_PARTITIONS": "4",
         "GATEWAY_STORIES": str(STORIES),
         "GATEWAY_EMAILS": str(EMAILS),
+        "GATEWAY_SECRET_KEY": DESK_KEY,  # the example stories hand over (human.yml)
         "GATEWAY_OUTBOX": str(tmp_path / "outbox"),
         "GATEWAY_PORT": "0",
         "GATEWAY_CONNECT_TIMEOUT": "10s",

@@ -23,7 +23,7 @@ def test_the_examples_pass_the_check() -> None:
 
     out = StringIO()
     assert run_check(STORIES, EMAILS, out) == 0
-    assert out.getvalue() == "OK: 5 stories, 22 steps in 5 files\n"
+    assert out.getvalue() == "OK: 7 stories, 26 steps in 6 files\n"
 
 
 def test_welcome_asks_the_name_once_then_the_city(stories: Stories) -> None:
