@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from channels.base import Channel, Progress
 from channels.console import ConsoleChannel, render_text
 from designer.conversation_tests.desk import is_desk_email
+from gateway.core.desk import DESK_POST
 from gateway.core.schema import Reply
 from mailer.transport import MailTransport
 
@@ -46,7 +47,10 @@ class SlackDeskConsole(Channel):
         self.write = write
 
     async def send(self, reply: Reply, progress: Progress | None = None) -> None:
-        buttons = f"\n[{' | '.join(b.title for b in reply.buttons)}]" if reply.buttons else ""
+        titles = [b.title for b in reply.buttons]
+        if reply.meta.get(DESK_POST) == "root":
+            titles.append("Hand back")  # the Slack channel draws it on the thread's first post
+        buttons = f"\n[{' | '.join(titles)}]" if titles else ""
         self.write(desk_lines(f"slack {reply.chat}: {reply.text}{buttons}"))
 
 
