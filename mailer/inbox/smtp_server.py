@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -83,7 +84,7 @@ class SmtpInbox:
         self.data_size_limit = data_size_limit
         self.handler = InboxHandler(inbox)
         self._server: asyncio.Server | None = None
-        self._sessions: set[SMTP] = set()
+        self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()  # open connections, for drain()
         _, _, self._hostname = inbox.inbox_address.rpartition("@")
 
     def _protocol(self) -> SMTP:
