@@ -118,7 +118,8 @@ async def post_update(http: aiohttp.ClientSession, url: str, update: dict[str, A
 
 
 async def paced(rate: float, count: int, start: Any) -> list[float]:
-    """Start ``count`` calls of ``start(n)`` at ``rate`` per second (an open loop); their results."""
+    """Start ``count`` calls of ``start(n)`` at ``rate`` per second (an open loop); their results
+    (seconds, as bench.common.percentile takes them)."""
     began = time.perf_counter()
     tasks = []
     for n in range(count):
@@ -132,7 +133,7 @@ async def paced(rate: float, count: int, start: Any) -> list[float]:
 def show(name: str, values: list[float]) -> str:
     return (
         f"{name}: p50 {percentile(values, 0.5):.1f} ms, p99 {percentile(values, 0.99):.1f} ms, "
-        f"max {max(values):.1f} ms ({len(values)})"
+        f"max {max(values) * 1000:.1f} ms ({len(values)})"
     )
 
 
@@ -177,7 +178,7 @@ async def run(args: argparse.Namespace) -> None:
                     arrived = api.expect(chat, expected)
                     started = time.perf_counter_ns()
                     await post_update(http, url, telegram_text_update(next(updates), chat, text))
-                    return (await asyncio.wait_for(arrived, 30) - started) / 1e6
+                    return (await asyncio.wait_for(arrived, 30) - started) / 1e9
 
                 await asyncio.gather(*(say(c, "human", "What is the problem?") for c in chats))
                 await asyncio.gather(*(say(c, f"problem {c}", "Passing you to a person.") for c in chats))
@@ -195,7 +196,7 @@ async def run(args: argparse.Namespace) -> None:
                     arrived = api.expect(chat, text)
                     await aiosmtplib.send(answer_mail(chat, text, n), hostname="127.0.0.1", port=smtp_port)
                     accepted = time.perf_counter_ns()
-                    return (await asyncio.wait_for(arrived, 30) - accepted) / 1e6
+                    return (await asyncio.wait_for(arrived, 30) - accepted) / 1e9
 
                 answers = await paced(args.rate, args.answers, answer)
                 print(show(f"staff answer at {args.rate:g}/s, accepted by the inbox to Bot API", answers))

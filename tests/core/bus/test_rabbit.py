@@ -17,6 +17,7 @@ from yarl import URL
 
 from gateway.core.bus.base import Delivery, Envelope, Topic
 from gateway.core.bus.rabbit import RabbitBus, Topology, TopologyConflict
+from gateway.core.bus.rabbit.connection import declare, partitions_found
 from gateway.core.bus.rabbit.partitions import PartitionsBusy
 from gateway.core.bus.rabbit.partitions import change as change_partitions
 from gateway.core.bus.rabbit.partitions import inspect as inspect_partitions
@@ -562,6 +563,38 @@ async def test_a_role_refuses_a_partition_count_that_disagrees_with_the_queues(
         with pytest.raises(TopologyConflict, match=refused):
             await make_bus(partitions=wrong)
     assert (await make_bus(partitions=4)).partitions == 4
+
+
+async def test_a_declaration_in_progress_never_shows_a_count_cut_short(
+    amqp_url: str, queue_prefix: str
+) -> None:
+    """Seen in a benchmark: a role found 12 of the 16 queues another role was declaring, and refused to
+    start. Watched from another connection all along, a declaration shows no partitions, then all 16."""
+    topology = Topology(prefix=queue_prefix, partitions=16)
+    declaring = await aio_pika.connect_robust(amqp_url)
+    watching = await aio_pika.connect_robust(amqp_url)
+    try:
+        task = asyncio.create_task(declare(declaring, topology))
+        seen = set()
+        while not task.done():
+            seen.add(await partitions_found(watching, topology))
+        await task
+        seen.add(await partitions_found(watching, topology))
+        assert seen <= {0, 16} and 16 in seen
+    finally:
+        await declaring.close()
+        await watching.close()
+        await delete_topology(amqp_url, topology)
+
+
+async def test_a_role_with_a_smaller_count_starting_at_the_same_moment_is_refused_after_declaring(
+    make_bus: RabbitFactory, amqp_url: str, queue_prefix: str
+) -> None:
+    """It may find no queue while the other declares, but the check after its own declaration sees 16."""
+    first = await make_bus(partitions=16)
+    assert first.partitions == 16
+    with pytest.raises(TopologyConflict, match=r"GATEWAY_PARTITIONS is 12 but .* have 16 partitions"):
+        await make_bus(partitions=12)
 
 
 async def test_the_partition_count_changes_only_while_the_queues_are_empty_and_unconsumed(

@@ -106,6 +106,7 @@ class BrokerConnection:
         try:
             await check_partitions(connection, topology)
             await declare(connection, topology)
+            await check_partitions(connection, topology)  # a role with another count declared meanwhile
             self.publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self.admin_channel = await connection.channel(publisher_confirms=False)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
@@ -167,7 +168,9 @@ async def declare(connection: AbstractRobustConnection, topology: Topology) -> N
                 robust=False,
             )
             await dead.bind(exchange, routing_key=str(topic), robust=False)
-            for name in topology.queues(topic):
+            # Highest partition first: a role starting at the same moment finds partition 0 only once all
+            # exist (partitions_found counts from it), never a count cut short by this declaration.
+            for name in reversed(list(topology.queues(topic))):
                 await channel.declare_queue(
                     name, durable=True, arguments=topology.arguments(topic), robust=False
                 )
