@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -157,7 +158,7 @@ class DeskTurns:
         hands_back = any(line.strip().casefold() == HAND_BACK_LINE for line in lines)
         text = "\n".join(line for line in lines if line.strip().casefold() != HAND_BACK_LINE).strip()
         route = message.model_copy(update={"meta": dict(handoff.meta)})
-        author = message.user_name or "Support"
+        author = shown_author(message.user_name)
         replies: list[Reply] = []
         if text:
             replies.append(_reply(route, len(replies), now, author, text=text))
@@ -353,6 +354,16 @@ class DeskTurns:
     @staticmethod
     def _transcript(snapshot: Snapshot, message: Inbound) -> Transcript:
         return Transcript.decode(snapshot.records.get(TRANSCRIPT), message.conversation)
+
+
+_SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{6,}")
+
+
+def shown_author(name: str | None) -> str:
+    """The name a person's answer shows to the user: never their email address or a Slack user id."""
+    if not name or "@" in name or _SLACK_USER_ID.fullmatch(name):
+        return "Support"
+    return name
 
 
 def _said(message: Inbound) -> str:
