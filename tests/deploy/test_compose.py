@@ -38,8 +38,8 @@ def config() -> dict[str, Any]:
 
 
 def test_every_role_and_service_is_there(config: dict[str, Any]) -> None:
-    assert set(config["services"]) == {"rabbitmq", "redis", "mailpit", "serve", "worker", "mailer"}
-    for role in ("serve", "worker", "mailer"):
+    assert set(config["services"]) == {"rabbitmq", "redis", "mailpit", "serve", "worker", "mailer", "inbox"}
+    for role in ("serve", "worker", "mailer", "inbox"):
         service = config["services"][role]
         assert service["command"] == ["gateway", role]
         assert service["image"] == "chat-gateway:local", "one image for every role"
@@ -49,6 +49,16 @@ def test_every_role_and_service_is_there(config: dict[str, Any]) -> None:
             "redis://"
         )
         assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+
+
+def test_the_inbox_takes_staff_replies_on_its_smtp_port(config: dict[str, Any]) -> None:
+    inbox = config["services"]["inbox"]
+    env = inbox["environment"]
+    assert env["GATEWAY_INBOX_HOST"] == "0.0.0.0" and env["GATEWAY_INBOX_PORT"] == "2525"
+    assert env["GATEWAY_INBOX_ADDRESS"] and env["GATEWAY_STAFF"] and env["GATEWAY_SECRET_KEY"]
+    assert [p["target"] for p in inbox["ports"]] == [2525]
+    worker_env = config["services"]["worker"]["environment"]
+    assert worker_env["GATEWAY_INBOX_ADDRESS"] == env["GATEWAY_INBOX_ADDRESS"], "tickets name the inbox"
 
 
 def test_workers_scale(config: dict[str, Any]) -> None:
