@@ -18,7 +18,7 @@ import pytest
 
 from bench.common import free_port
 from gateway.core.desk import token_of_address
-from tests.support.deployment import TelegramUser, address_of, sent_texts
+from tests.support.deployment import SECRET, TelegramUser, address_of, sent_texts
 from tests.support.fakes import FakeTelegram
 from tests.support.imap import ImapAccount, ImapServer
 from tests.support.processes import GatewayProcess, Start
@@ -240,3 +240,38 @@ async def test_an_imap_inbox_passes_a_reply_on_once_and_marks_it_seen(
     assert sent_texts(telegram, 5353)[2:] == ["Read from the mailbox."]
     assert "\\Seen" in account.flags(uid)
     assert "\\Seen" not in account.flags(refused)
+
+
+async def test_gateway_run_alone_hands_over_to_the_email_desk_and_back(
+    tmp_path: Path, telegram: FakeTelegram, smtp: SmtpSink, desk_env: dict[str, str]
+) -> None:
+    """Embedded: one `gateway run` (in-process bus and store, its own inbox) does the whole loop."""
+    env = {
+        **desk_env,
+        "GATEWAY_AMQP_URL": "",
+        "GATEWAY_REDIS_URL": "",
+        "GATEWAY_SMTP_URL": smtp.url,
+        "GATEWAY_PORT": "0",
+        "TELEGRAM_BOT_TOKEN": telegram.token,
+        "TELEGRAM_API_URL": telegram.url,
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
+    }
+    gateway = await GatewayProcess("run", env=env).start()
+    try:
+        await gateway.wait_for(r"INFO .*: ready$")
+        port = int(desk_env["GATEWAY_INBOX_PORT"])
+        async with aiohttp.ClientSession() as http:
+            user = TelegramUser(http, await address_of(gateway), chat_id=5454, first_update=9500)
+            ticket = await hand_over(user, telegram, smtp)
+            assert await send(port, staff_reply(ticket, "Embedded answer.")) == 250
+            await telegram.wait_for_calls(3, method="sendMessage", ok=True)
+            assert await send(port, staff_reply(ticket, "#bot")) == 250
+            await telegram.wait_for_calls(4, method="sendMessage", ok=True)
+    finally:
+        await gateway.stop()
+    assert sent_texts(telegram, 5454) == [
+        "What is the problem?",
+        "Passing you to a person.",
+        "Embedded answer.",
+        "Back with the bot. Was late solved?",
+    ]
