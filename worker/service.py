@@ -308,7 +308,7 @@ class StoryWorker:
                 records.update(timed.records)
                 extra = timed.outputs
             if resumed is not None and self.desks is not None:
-                after = self.desks.after_engine(engine, snapshot, message, resumed, now)
+                after = self.desks.after_engine(engine, snapshot, message, resumed, now, desk.transcript)
                 records.update(after.records)  # the transcript, or a handoff the resumed story opened again
                 extra += record_outputs(Turn(None, {}, [], []), after)
                 if after.events:

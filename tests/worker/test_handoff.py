@@ -116,6 +116,14 @@ async def test_an_email_desk_gets_the_ticket_and_the_users_messages_and_its_answ
         assert await rig.say("menu") == ["Menu"]  # the bot has the conversation again
         assert rig.metrics.handoffs.labels("handed_back_staff")._value.get() == 1
 
+        # A second handoff's ticket shows the person's answers among the last messages.
+        await rig.say("human")
+        await rig.say("again")
+        second = rig.emails[-1]
+        assert second.thread is None and second.id != ticket.id
+        assert "agent: It ships tomorrow." in second.text
+        assert "bot: How did we do, my order is late? [Good | Bad]" in second.text
+
 
 async def test_an_answer_for_a_conversation_handed_back_is_dropped(tmp_path: Path) -> None:
     async with TimerRig(tmp_path, stories("email"), desks=True) as rig:

@@ -225,9 +225,16 @@ class DeskTurns:
     # -- a turn of the bot --------------------------------------------------------------------------
 
     def after_engine(
-        self, engine: Engine, snapshot: Snapshot, message: Inbound, turn: Turn, now: float
+        self,
+        engine: Engine,
+        snapshot: Snapshot,
+        message: Inbound,
+        turn: Turn,
+        now: float,
+        transcript: Transcript | None = None,
     ) -> DeskTurn:
-        """What the bot's turn adds: the transcript, and the handoff its story ran, if any."""
+        """What the bot's turn adds: the transcript (``transcript``: the one this turn has so far, else
+        the committed one), and the handoff its story ran, if any."""
         if not self.keeps_transcript(engine):
             return DeskTurn()
         entries = (
@@ -235,7 +242,8 @@ class DeskTurns:
             if message.kind == "message" and message.timer is None
             else []
         )
-        transcript = self._transcript(snapshot, message).add([*entries, *said_by_bot(turn.replies)])
+        before = transcript if transcript is not None else self._transcript(snapshot, message)
+        transcript = before.add([*entries, *said_by_bot(turn.replies)])
         ttl = turn.session.ttl if turn.session is not None else engine.stories.bot.session_ttl
         records: dict[str, Record | None] = {TRANSCRIPT: Record(transcript.encode(), ttl)}
         order = turn.handoff
