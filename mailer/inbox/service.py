@@ -26,6 +26,7 @@ from opentelemetry.trace import SpanKind
 
 from gateway.core import desk, tracing
 from gateway.core.bus.base import Bus, Envelope, Topic
+from gateway.core.faults import FaultPoints
 from gateway.core.metrics import Metrics
 from gateway.core.schema import Attachment, ConversationKey, Inbound
 from gateway.core.store.base import Store
@@ -74,6 +75,7 @@ class Inbox:
         self.clock = clock
         self.max_mail_bytes = max_mail_bytes
         self.max_image_bytes = max_image_bytes
+        self._faults = FaultPoints()
         self._in_flight: dict[str, asyncio.Lock] = {}
 
     async def handle(
@@ -151,6 +153,7 @@ class Inbox:
             body=inbound.to_json(), message_id=inbound.id, key=str(conversation), headers=tracing.carried()
         )
         await self.bus.publish(Topic.INBOUND, [envelope])
+        self._faults.reach("after_publish", inbound.id)  # tests: killed before the record and the 250
         await self.store.mark_seen(SEEN_NAMESPACE, digest, self.dedup_ttl)
         self.metrics.inbox_accepted.inc()
         log.info(

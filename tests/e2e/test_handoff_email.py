@@ -6,6 +6,7 @@ nobody, and `#bot` hands back to the `resume` story."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -109,13 +110,15 @@ def staff_reply(
 
 
 async def send(port: int, mail: EmailMessage) -> int:
-    """The inbox's SMTP answer to ``mail``: 250, or the refusal's code."""
+    """The inbox's SMTP answer to ``mail``: 250, the refusal's code, or 0 with no answer at all."""
     try:
         await aiosmtplib.send(mail, hostname="127.0.0.1", port=port)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         return exc.recipients[0].code
     except aiosmtplib.SMTPResponseException as exc:
         return exc.code
+    except aiosmtplib.SMTPServerDisconnected:
+        return 0  # the inbox went away before answering
     return 250
 
 
@@ -274,4 +277,33 @@ async def test_gateway_run_alone_hands_over_to_the_email_desk_and_back(
         "Passing you to a person.",
         "Embedded answer.",
         "Back with the bot. Was late solved?",
+    ]
+
+
+async def test_an_inbox_killed_after_passing_a_reply_on_before_its_250_sends_it_once(
+    start_role: Start, telegram: FakeTelegram, smtp: SmtpSink, desk_env: dict[str, str]
+) -> None:
+    """The sending server got no 250, so it sends the reply again, to the inbox started next: the
+    user still gets it once (same inbound id: the worker finds its commit, the deliverer its record)."""
+    serve = await start_role("serve", **desk_env)
+    await start_role("worker", **desk_env)
+    await start_role("mailer", **desk_env)
+    doomed = await start_role("inbox", GATEWAY_TEST_FREEZE_AT="after_publish", **desk_env)
+    port = int(desk_env["GATEWAY_INBOX_PORT"])
+    async with aiohttp.ClientSession() as http:
+        user = TelegramUser(http, await address_of(serve), chat_id=5555, first_update=9600)
+        ticket = await hand_over(user, telegram, smtp)
+        reply = staff_reply(ticket, "Sent once, whatever happens.")
+        attempt = asyncio.create_task(send(port, reply))
+        await kill_when_frozen(doomed, "after_publish")
+        assert await attempt != 250, "no 250 from a killed inbox"
+        await telegram.wait_for_calls(3, method="sendMessage", ok=True)  # it was published before the kill
+        await start_role("inbox", **desk_env)
+        assert await send(port, reply) == 250
+        assert await user.say("thanks") == 200  # to the desk, after whatever the second copy did
+        await smtp.wait_for(2)
+    assert sent_texts(telegram, 5555) == [
+        "What is the problem?",
+        "Passing you to a person.",
+        "Sent once, whatever happens.",
     ]
