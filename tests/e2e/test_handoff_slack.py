@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from gateway.core.desk import HANDBACK_PREFIX
-from tests.support.deployment import TelegramUser, address_of, sent_texts
+from tests.support.deployment import SECRET, TelegramUser, address_of, sent_texts
 from tests.support.fakes import (
     FakeSlack,
     FakeTelegram,
@@ -23,7 +23,7 @@ from tests.support.fakes import (
     slack_interaction_request,
     slack_message_event,
 )
-from tests.support.processes import Start
+from tests.support.processes import GatewayProcess, Start
 
 SLACK_SECRET = "e2e-slack-signing-secret"
 DESK = "C0DESK"
@@ -184,3 +184,47 @@ async def test_a_forged_hand_back_button_hands_nothing_back(
     assert sent_texts(telegram, 4343) == ["What is the problem?", "Passing you to a person."]
     assert "still there?" in shown(desk_posts(slack)[1])
     assert "hand-back" in serve.output().lower() or "token" in serve.output().lower()
+
+
+async def test_gateway_run_alone_hands_over_to_a_slack_desk_and_back(
+    tmp_path: Path, telegram: FakeTelegram, slack: FakeSlack, desk_env: dict[str, str]
+) -> None:
+    """Embedded: one `gateway run` (in-process bus and store) does the whole loop with a Slack desk."""
+    env = {
+        **desk_env,
+        "GATEWAY_AMQP_URL": "",
+        "GATEWAY_REDIS_URL": "",
+        "GATEWAY_PORT": "0",
+        "GATEWAY_OUTBOX": str(tmp_path / "outbox"),
+        "TELEGRAM_BOT_TOKEN": telegram.token,
+        "TELEGRAM_API_URL": telegram.url,
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
+    }
+    gateway = await GatewayProcess("run", env=env).start()
+    try:
+        await gateway.wait_for(r"INFO .*: ready$")
+        address = await address_of(gateway)
+        async with aiohttp.ClientSession() as http:
+            user = TelegramUser(http, address, chat_id=4444, first_update=9900)
+            assert await user.say("human") == 200
+            assert await user.say("no signal") == 200
+            await slack.wait_for_calls(1, method="chat.postMessage", ok=True)
+            [root] = desk_posts(slack)
+            answer = slack_message_event(
+                "EvRun1",
+                DESK,
+                AGENT,
+                "Restart the router.\n#bot",
+                thread_ts=root["ts"],
+                channel_type="channel",
+            )
+            assert await post_event(http, address, answer) == 200
+            await telegram.wait_for_calls(4, method="sendMessage", ok=True)
+    finally:
+        await gateway.stop()
+    assert sent_texts(telegram, 4444) == [
+        "What is the problem?",
+        "Passing you to a person.",
+        "Restart the router.",
+        "Back with the bot. Was no signal solved?",
+    ]
