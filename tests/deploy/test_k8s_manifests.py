@@ -527,9 +527,15 @@ def role_problems(objects: list[Obj]) -> list[str]:
             if key in secrets:
                 env[variable["name"]] = secrets[key]
         try:
-            Settings.from_env(env, dotenv=None, require_stories=False)
+            settings = Settings.from_env(env, dotenv=None, require_stories=False)
         except SettingsError as exc:
             problems.append(f"{where}: the gateway refuses its settings: {exc}")
+        else:
+            # `gateway inbox` exits at once without the desk's address; the workers name it in tickets.
+            if role in ("inbox", "worker") and settings.inbox_address is None:
+                problems.append(f"{where}: no GATEWAY_INBOX_ADDRESS: the email desk cannot work")
+            if role == "inbox" and not settings.staff:
+                problems.append(f"{where}: no GATEWAY_STAFF: the inbox would refuse every reply")
 
         security = pod.get("securityContext", {})
         if security.get("runAsNonRoot") is not True or security.get("runAsUser") != uid:
