@@ -79,6 +79,7 @@ async def test_conversations_survive_a_rabbitmq_node_and_a_redis_master_killed(
     roles = [GatewayProcess(role, env=env) for role in ("serve", "worker", "worker", "mailer")]
     killed_rabbit: int | None = None
     killed_redis: int | None = None
+    phase = "starting the roles"
     try:
         for role in roles:
             await role.start()
@@ -90,18 +91,22 @@ async def test_conversations_survive_a_rabbitmq_node_and_a_redis_master_killed(
                 TelegramUser(http, address, chat_id=7000 + n, first_update=100 * n) for n in range(USERS)
             ]
             talking = asyncio.gather(*(converse(user) for user in users))
-            await telegram.wait_for_calls(USERS // 2, method="sendMessage", ok=True, timeout=120)
+            phase = "half the first replies"
+            await telegram.wait_for_calls(USERS // 2, method="sendMessage", ok=True, timeout=40)
             killed_rabbit = 0  # every role connected to the first node that answered: the first
             began = time.monotonic()
             await asyncio.to_thread(rabbit_cluster.kill_node, killed_rabbit)
-            await telegram.wait_for_calls(USERS * 2, method="sendMessage", ok=True, timeout=180)
+            phase = "replies after the RabbitMQ node was killed"
+            await telegram.wait_for_calls(USERS * 2, method="sendMessage", ok=True, timeout=40)
             after_rabbit = time.monotonic() - began
             # the master holding the first user's keys: its conversations are in flight right now
             killed_redis = redis_cluster.master_of_slot(key_slot(f"{{telegram:{users[0].chat_id}}}".encode()))
             await asyncio.to_thread(redis_cluster.kill_node, killed_redis)
+            phase = "the rest after the Redis master was killed"
             await talking
-            await telegram.wait_for_calls(USERS * len(SCRIPT), method="sendMessage", ok=True, timeout=240)
-            await smtp.wait_for(USERS, timeout=120)
+            await telegram.wait_for_calls(USERS * len(SCRIPT), method="sendMessage", ok=True, timeout=30)
+            await smtp.wait_for(USERS, timeout=10)
+            phase = "done"
             print(f"RabbitMQ node killed: half the replies {after_rabbit:.1f} s later; all done")
 
         by_chat: dict[str, list[str]] = {}
@@ -119,6 +124,10 @@ async def test_conversations_survive_a_rabbitmq_node_and_a_redis_master_killed(
     finally:
         for role in roles:
             await role.stop()
+        if phase != "done":  # shown with the failure: where it stopped, and what each role said
+            print(f"stopped at: {phase}; {len(telegram.calls_to('sendMessage', ok=True))} replies")
+            for role in roles:
+                print(f"--- gateway {' '.join(role.args)}:\n{role.output()[-4000:]}")
         if killed_rabbit is not None:
             await asyncio.to_thread(rabbit_cluster.restart_node, killed_rabbit)
         if killed_redis is not None:
