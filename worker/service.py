@@ -203,27 +203,23 @@ class StoryWorker:
                     delivery, engine, snapshot, message, desk, now
                 )
                 route = desk.route or message
-            elif timers is None:
-                turn = await self._turn(delivery, message, self._handling(engine, snapshot, message, now))
-                desk = desks.after_engine(engine, snapshot, message, turn, now) if desks is not None else None
-                outputs = record_outputs(turn, desk)
-                session = desk.session if desk is not None and desk.session is not None else turn.session
-                records = desk.records if desk is not None else {}
-                commit = Commit(message.id, session, turn.user_changes, outputs, records)
             else:
-                state = timers.start(snapshot, message)
-                if state is None:
-                    log.debug("timer firing %s: the timer is no longer pending; dropped", message.id)
-                    self.metrics.handled.labels("dropped").inc()
-                    return
-                run = timers.runner(engine, snapshot, message, state, now)
-                ran = await self._turn(delivery, message, run)
-                timed = timers.finish(engine, snapshot, message, state, ran, now)
-                turn = timed.turn
+                if timers is None:
+                    turn = await self._turn(delivery, message, self._handling(engine, snapshot, message, now))
+                else:
+                    state = timers.start(snapshot, message)
+                    if state is None:
+                        log.debug("timer firing %s: the timer is no longer pending; dropped", message.id)
+                        self.metrics.handled.labels("dropped").inc()
+                        return
+                    run = timers.runner(engine, snapshot, message, state, now)
+                    ran = await self._turn(delivery, message, run)
+                    timed = timers.finish(engine, snapshot, message, state, ran, now)
+                    turn = timed.turn
                 desk = desks.after_engine(engine, snapshot, message, turn, now) if desks is not None else None
-                outputs = record_outputs(turn, desk) + timed.outputs
+                outputs = record_outputs(turn, desk) + (timed.outputs if timed is not None else [])
                 session = desk.session if desk is not None and desk.session is not None else turn.session
-                records = {**timed.records, **(desk.records if desk is not None else {})}
+                records = {**(timed.records if timed is not None else {}), **(desk.records if desk else {})}
                 commit = Commit(message.id, session, turn.user_changes, outputs, records)
             if await self.store.commit(key, commit):
                 recorded = tuple(outputs)

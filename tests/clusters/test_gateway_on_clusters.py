@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -28,19 +27,6 @@ SCRIPT = ["hi", "Ada", "help", "the printer is on fire"]
 EXPECTED = ["What's your name?", "Nice to meet you, Ada.", "What is the problem?", "Ticket sent."]
 
 
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpSink]:
-    sink = await SmtpSink().start()
-    yield sink
-    await sink.stop()
-
-
 async def converse(user: TelegramUser) -> None:
     """One user's four messages, each posted until the gateway takes it (503 while the broker moves)."""
     for text in SCRIPT:
@@ -50,6 +36,10 @@ async def converse(user: TelegramUser) -> None:
             await asyncio.sleep(0.2)
 
 
+# Twice in ~20 runs of this session the failover took longer than pytest's 120 s for the whole test (cause
+# not found: not reproduced in 20 runs alone, in its folder, or beside busy loops); its waits allow it, and
+# say where it stopped if even that is not enough.
+@pytest.mark.timeout(300)
 async def test_conversations_survive_a_rabbitmq_node_and_a_redis_master_killed(
     rabbit_cluster: RabbitCluster,
     redis_cluster: RedisCluster,
@@ -92,19 +82,19 @@ async def test_conversations_survive_a_rabbitmq_node_and_a_redis_master_killed(
             ]
             talking = asyncio.gather(*(converse(user) for user in users))
             phase = "half the first replies"
-            await telegram.wait_for_calls(USERS // 2, method="sendMessage", ok=True, timeout=40)
+            await telegram.wait_for_calls(USERS // 2, method="sendMessage", ok=True, timeout=60)
             killed_rabbit = 0  # every role connected to the first node that answered: the first
             began = time.monotonic()
             await asyncio.to_thread(rabbit_cluster.kill_node, killed_rabbit)
             phase = "replies after the RabbitMQ node was killed"
-            await telegram.wait_for_calls(USERS * 2, method="sendMessage", ok=True, timeout=40)
+            await telegram.wait_for_calls(USERS * 2, method="sendMessage", ok=True, timeout=100)
             after_rabbit = time.monotonic() - began
             # the master holding the first user's keys: its conversations are in flight right now
             killed_redis = redis_cluster.master_of_slot(key_slot(f"{{telegram:{users[0].chat_id}}}".encode()))
             await asyncio.to_thread(redis_cluster.kill_node, killed_redis)
             phase = "the rest after the Redis master was killed"
             await talking
-            await telegram.wait_for_calls(USERS * len(SCRIPT), method="sendMessage", ok=True, timeout=30)
+            await telegram.wait_for_calls(USERS * len(SCRIPT), method="sendMessage", ok=True, timeout=60)
             await smtp.wait_for(USERS, timeout=10)
             phase = "done"
             print(f"RabbitMQ node killed: half the replies {after_rabbit:.1f} s later; all done")

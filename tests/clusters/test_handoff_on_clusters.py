@@ -8,7 +8,6 @@ would fail every time, not only during the kill)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -43,19 +42,6 @@ stories:
               summary: "A user asks for a person"
               until: 1h
 """
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpSink]:
-    sink = await SmtpSink().start()
-    yield sink
-    await sink.stop()
 
 
 def answer(ticket: EmailMessage, text: str) -> EmailMessage:

@@ -6,7 +6,6 @@ timer fires exactly once, never before the due time committed in Redis."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -24,12 +23,6 @@ from tests.support.timers import ASKED, assert_nudged_once_never_early, nudge_st
 pytestmark = pytest.mark.cluster
 
 CHATS = list(range(5100, 5130))
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
 
 
 async def ask(user: TelegramUser) -> None:
