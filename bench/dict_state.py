@@ -28,14 +28,22 @@ class DictStories:
     def handle(self, inbound: Inbound) -> tuple[list[Reply], list[EmailJob]]:
         """Run one message through the stories; the replies to send and the emails to write."""
         attributes = self.users.setdefault(inbound.user, {})
-        turn = self.engine.handle(self.sessions.get(inbound.chat), attributes, inbound, 0.0)
-        self.sessions[inbound.chat] = turn.session
+        session, replies, emails = self.turn(self.sessions.get(inbound.chat), attributes, inbound)
+        self.sessions[inbound.chat] = session
+        return replies, emails
+
+    def turn(
+        self, session: Session | None, attributes: dict[str, str], inbound: Inbound
+    ) -> tuple[Session | None, list[Reply], list[EmailJob]]:
+        """One message on the state given (``attributes`` changed in place): the session after it, the
+        replies to send and the emails to write."""
+        turn = self.engine.handle(session, attributes, inbound, 0.0)
         for name, value in turn.user_changes.items():
             if value is None:
                 attributes.pop(name, None)
             else:
                 attributes[name] = value
-        return list(turn.replies), list(turn.emails)
+        return turn.session, list(turn.replies), list(turn.emails)
 
 
 def from_message(update_id: int, message: Message) -> Inbound | None:

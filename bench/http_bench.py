@@ -2,7 +2,8 @@
 
 The gateway runs as `serve` + 2 `worker` + `mailer` processes on RabbitMQ and Redis (rate limits off: the
 fake API has none); the baselines are two one-process bots (state in a dict, replies sent inline, nothing
-durable): bench/naive_bot.py, hand-written, and bench/aiogram_bot.py, as aiogram's documentation teaches.
+durable): bench/naive_bot.py, hand-written, and bench/aiogram_bot.py, as aiogram's documentation teaches;
+and a third, the same aiogram bot with its state in Redis (aiogram's RedisStorage; nothing else durable).
 All face the same load generator in this process, which also plays Telegram's Bot API.
 
 Two conversations (bench/conversations.py), each a row of its own: ``realistic`` (a greeting asking for a
@@ -387,16 +388,27 @@ class Bench:
                 raise RuntimeError(f"{len(load.wrong)} wrong answers, the first: {load.wrong[0]}")
         return Measured(closed, paced)
 
-    async def baseline(self, script: str, name: str) -> Measured:
-        port, outbox = free_port(), self.folder / f"outbox-{script}"
+    async def baseline(self, script: str, name: str, *, redis: bool = False) -> Measured:
+        """A one-process bot; with ``redis``, its state in the run's Redis database (under a prefix of its
+        own, removed after)."""
+        port, outbox = free_port(), self.folder / f"outbox-{script}-{'redis' if redis else 'dict'}"
         command = [sys.executable, str(ROOT / "bench" / script), str(port), str(self.stories)]
         command += [self.api.url, self.api.token, SECRET, str(outbox)]
+        prefix = f"hb{uuid.uuid4().hex[:6]}"
+        if redis:
+            command += [self.args.redis, prefix]
+        groups: dict[str, list[int]] = {}
         bot = Processes([command], ROOT, dict(os.environ))
         try:
             await wait_ready(f"http://127.0.0.1:{port}/webhooks/telegram")
-            return await self.measure(f"http://127.0.0.1:{port}", name, {"bot": bot.pids})
+            groups["bot"] = bot.pids
+            if redis:
+                groups["redis"] = pids_of("redis-server", f":{urlsplit(self.args.redis).port or 6379}")
+            return await self.measure(f"http://127.0.0.1:{port}", name, groups)
         finally:
             bot.stop()
+            if redis:
+                await delete_keys(self.args.redis, f"{prefix}:*")
 
     async def gateway(
         self, vhost: str, source: Path = ROOT, clusters: tuple[RabbitCluster, RedisCluster] | None = None
@@ -470,19 +482,25 @@ class Bench:
         return measured
 
 
-def verdict(scenario: Scenario, lean: Measured, idiomatic: Measured, ours: Measured, name: str) -> None:
+def verdict(
+    scenario: Scenario, lean: Measured, idiomatic: Measured, stored: Measured, ours: Measured, name: str
+) -> None:
     throughput = ours.closed.rate / lean.closed.rate
     p50, p99 = ours.paced.percentile(0.5), ours.paced.percentile(0.99)
     lean_p50 = lean.paced.percentile(0.5)
+    stored_p50 = stored.paced.percentile(0.5)
     print(f"== {name}")
     print(
         f"== {scenario.name}: throughput gateway / hand-written bot {throughput:.2f}x, "
-        f"/ aiogram bot {ours.closed.rate / idiomatic.closed.rate:.2f}x"
+        f"/ aiogram bot {ours.closed.rate / idiomatic.closed.rate:.2f}x, "
+        f"/ aiogram bot on RedisStorage {ours.closed.rate / stored.closed.rate:.2f}x"
     )
     print(
         f"== {scenario.name}: paced p50 gateway {p50:.2f} ms = {p50 / lean_p50:.2f}x the hand-written "
-        f"bot's {lean_p50:.2f} ms (aiogram bot {idiomatic.paced.percentile(0.5):.2f}); p99 {p99:.2f} ms "
-        f"(hand-written {lean.paced.percentile(0.99):.2f}, aiogram {idiomatic.paced.percentile(0.99):.2f})"
+        f"bot's {lean_p50:.2f} ms (aiogram bot {idiomatic.paced.percentile(0.5):.2f}, on RedisStorage "
+        f"{stored_p50:.2f}: gateway {p50 / stored_p50:.2f}x); p99 {p99:.2f} ms (hand-written "
+        f"{lean.paced.percentile(0.99):.2f}, aiogram {idiomatic.paced.percentile(0.99):.2f}, on "
+        f"RedisStorage {stored.paced.percentile(0.99):.2f})"
     )
     if scenario.name != "realistic":
         return
@@ -539,14 +557,15 @@ async def main() -> None:
                     bench = Bench(api, scenario, folder / name, args)
                     lean = await bench.baseline("naive_bot.py", "naive bot, hand-written")
                     idiomatic = await bench.baseline("aiogram_bot.py", "naive bot, aiogram")
+                    stored = await bench.baseline("aiogram_bot.py", "aiogram bot on RedisStorage", redis=True)
                     others = [(await bench.gateway(vhost, other.resolve()), other) for other in args.compare]
                     ours = await bench.gateway(vhost)
                     clustered = await bench.gateway(vhost, clusters=clusters) if clusters else None
                     for measured, other in others:
-                        verdict(scenario, lean, idiomatic, measured, f"gateway of {other}")
-                    verdict(scenario, lean, idiomatic, ours, "gateway of this checkout")
+                        verdict(scenario, lean, idiomatic, stored, measured, f"gateway of {other}")
+                    verdict(scenario, lean, idiomatic, stored, ours, "gateway of this checkout")
                     if clustered is not None:
-                        verdict(scenario, lean, idiomatic, clustered, "gateway on the clusters")
+                        verdict(scenario, lean, idiomatic, stored, clustered, "gateway on the clusters")
                         print(
                             f"== {name}: clusters / one node: throughput "
                             f"{clustered.closed.rate / ours.closed.rate:.2f}x, paced p50 "

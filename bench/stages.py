@@ -71,12 +71,14 @@ def _at_api(index: int) -> Callable[[TurnRecord, Marks], int | None]:
 def rows(max_replies: int) -> list[Row]:
     table: list[Row] = [
         ("webhook received by serve", _mark("webhook.received")),
+        ("inbound sent to RabbitMQ (batch flushed)", _mark("bus.flushed")),
         ("inbound confirmed by RabbitMQ", _mark("inbound.confirmed")),
         ("webhook answered (load generator)", lambda turn, _: turn.answered or None),
         ("inbound at a worker", _mark("inbound.arrived")),
         ("worker starts it", _mark("inbound.started")),
         ("loaded (Redis)", _mark("turn.loaded")),
         ("committed (Redis)", _mark("turn.committed")),
+        ("replies sent to RabbitMQ (batch flushed)", _mark("bus.flushed", "/r0")),
         ("replies published (confirmed)", _mark("outbound.published")),
         ("email published (confirmed)", _mark("email.published")),
         ("inbound acked", _mark("inbound.acked")),
