@@ -116,6 +116,7 @@ async def test_conversations_survive_a_rabbitmq_node_and_a_redis_master_killed(
             await role.stop()
         if phase != "done":  # shown with the failure: where it stopped, and what each role said
             print(f"stopped at: {phase}; {len(telegram.calls_to('sendMessage', ok=True))} replies")
+            _print_short_chats(telegram, roles)
             for role in roles:
                 print(f"--- gateway {' '.join(role.args)}:\n{role.output()[-4000:]}")
         if killed_rabbit is not None:
@@ -123,3 +124,19 @@ async def test_conversations_survive_a_rabbitmq_node_and_a_redis_master_killed(
         if killed_redis is not None:
             await asyncio.to_thread(redis_cluster.restart_node, killed_redis)
             await asyncio.to_thread(redis_cluster.wait_healthy)
+
+
+def _print_short_chats(telegram: FakeTelegram, roles: list[GatewayProcess]) -> None:
+    """The chats that did not get all their replies, and every line a role logged about their updates."""
+    by_chat: dict[int, list[str]] = {7000 + n: [] for n in range(USERS)}
+    for call in telegram.calls_to("sendMessage", ok=True):
+        by_chat.setdefault(int(call.params["chat_id"]), []).append(str(call.params["text"]))
+    short = {chat: texts for chat, texts in by_chat.items() if texts != EXPECTED}
+    for chat, texts in list(short.items())[:5]:
+        first = 100 * (chat - 7000)
+        ids = [f"telegram:update:{first + k}" for k in range(1, len(SCRIPT) + 4)]
+        print(f"chat {chat} got {texts}; lines about updates {first + 1}..{first + len(SCRIPT) + 3}:")
+        for role in roles:
+            for line in role.output().splitlines():
+                if any(f"{i}/" in line or line.endswith(i) or f"{i} " in line for i in ids):
+                    print(f"  [{role.args[0]}] {line}")

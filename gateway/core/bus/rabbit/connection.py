@@ -177,7 +177,7 @@ async def declare(connection: AbstractRobustConnection, topology: Topology) -> N
             if topic.ordered:
                 await channel.declare_queue(
                     topology.members_queue(topic),
-                    durable=True,
+                    durable=False,
                     arguments=topology.members_arguments(),
                     robust=False,
                 )

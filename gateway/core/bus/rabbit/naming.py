@@ -5,7 +5,7 @@ For each ordered topic, ``partitions`` durable queues ``{prefix}.{topic}.{p}`` w
 ``x-single-active-consumer``; ``{prefix}.email`` for competing consumers; ``{prefix}.dead.{topic}``
 dead-letter queues bound to the direct exchange ``{prefix}.dead`` (routing key = topic), which every topic
 queue names as its ``x-dead-letter-exchange`` so the broker's own dead letters (quorum ``x-delivery-limit``)
-land there too; ``{prefix}.members.{topic}``, an always-empty queue every subscriber of an ordered topic
+land there too; ``{prefix}.presence.{topic}``, an always-empty queue every subscriber of an ordered topic
 consumes, so that the subscribers can be counted.
 
 Direct destinations: ``{prefix}.{topic}.to.{instance}``. The queue is a durable queue with
@@ -15,10 +15,17 @@ not pick up what waited for it; ``x-expires`` still deletes the queue of an inst
 (after ``direct_expiry`` unused, 5 minutes by default), so dead instances leave nothing behind.
 ``x-single-active-consumer`` keeps per-key order even if two processes were by mistake given one instance id.
 
-Every queue has the type of ``GATEWAY_QUEUE_TYPE``, the direct and members queues included: on a cluster a
-durable classic queue lives on one node, and while that node is down it can be neither consumed nor
-declared again — and aio-pika's recovery, which declares again what a channel had declared, would fail on
-it over and over. A quorum queue is replicated, so it stays usable with a majority of the nodes.
+Every queue but the presence queues has the type of ``GATEWAY_QUEUE_TYPE``, the direct queues included: on
+a cluster a durable classic queue lives on one node, and while that node is down it can be neither consumed
+nor declared again — and aio-pika's recovery, which declares again what a channel had declared, would fail
+on it over and over. A quorum queue is replicated, so it stays usable with a majority of the nodes.
+
+The presence queues are classic and not durable, on every broker: they hold nothing, and what they must get
+right is the count of their consumers. A quorum queue keeps counting the consumers of a node that died (as
+suspected down, until the node is back), so a role alone on a topic counted the consumer of its own lost
+connection as a second subscriber and yielded partitions to nobody. A classic queue forgets a consumer as
+soon as the consumer's node is gone, and a non-durable one whose own node dies is deleted with it, so the
+subscribers' recovery declares it again on a node that lives (and consumes it again).
 """
 
 from __future__ import annotations
@@ -66,8 +73,8 @@ class Topology:
         return f"{self.prefix}.dead"
 
     def members_queue(self, topic: Topic) -> str:
-        """An always-empty queue each subscriber of ``topic`` consumes, to be counted."""
-        return f"{self.prefix}.members.{topic}"
+        """An always-empty queue each subscriber of ``topic`` consumes, to be counted (not durable)."""
+        return f"{self.prefix}.presence.{topic}"
 
     def all_queues(self) -> list[str]:
         names = [name for topic in Topic for name in (*self.queues(topic), self.dead_queue(topic))]
@@ -89,4 +96,4 @@ class Topology:
         return {"x-queue-type": self.queue_type}
 
     def members_arguments(self) -> dict[str, Any]:
-        return {"x-queue-type": self.queue_type}
+        return {"x-queue-type": "classic"}

@@ -129,7 +129,7 @@ class RabbitSubscription(Subscription):
         self._presence = channel = await self._connection.channel(publisher_confirms=False)
         members = await channel.declare_queue(
             self._bus.topology.members_queue(self.topic),
-            durable=True,
+            durable=False,
             arguments=self._bus.topology.members_arguments(),
         )
         await members.consume(_ignore, no_ack=True)
