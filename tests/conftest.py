@@ -26,6 +26,7 @@ settings.register_profile("repeatable", derandomize=True, deadline=None)
 settings.register_profile("explore", deadline=None, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
+
 @pytest.fixture(scope="session")
 def rabbit_vhost() -> Iterator[str]:
     vhost = f"gwtest-{uuid.uuid4().hex[:10]}"
