@@ -132,7 +132,13 @@ class RabbitBus(Bus):
         assert self._broker.admin_channel is not None
         async with asyncio.timeout(self.publish_timeout):
             channel = await restored(self._broker.admin_channel)
-            declared = await channel.queue_declare(self.topology.members_queue(topic), passive=True)
+            # Declared, not looked up: the presence queue is not durable, and after a broker restart a
+            # passive declaration made before the subscribers' recovery would fail (and close the channel).
+            declared = await channel.queue_declare(
+                self.topology.members_queue(topic),
+                durable=False,
+                arguments=self.topology.members_arguments(),
+            )
         return int(declared.consumer_count or 0)
 
     # -- publishing ------------------------------------------------------------------------------
