@@ -1,11 +1,13 @@
 """The bus on a real 3-node RabbitMQ cluster with quorum queues: when the node a role is connected to is
 killed (kill -9), the role moves to another node, its consumers resume, its publishes go through again,
-and nothing published with a confirm is lost."""
+nothing published with a confirm is lost, and the subscribers, counted right, keep or share every
+partition."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -40,51 +42,6 @@ async def test_a_role_moves_to_another_node_when_its_node_is_killed(
         queue_type="quorum",
         reconnect_interval=0.5,
         publish_timeout=5.0,
-    )
-    received: set[int] = set()
-    watch = Watch()
-
-    async def handler(delivery: Delivery) -> None:
-        received.add(number(delivery))
-        watch.changed()
-
-    await bus.start()
-    killed: int | None = None
-    try:
-        await bus.subscribe(Topic.INBOUND, handler)
-        deadline = time.monotonic() + 60
-        for n in range(50):
-            await publish_until_confirmed(bus, n, deadline)
-        await watch.until(lambda: received >= set(range(50)))
-
-        killed = 0  # connect_cluster took the first node that answers: the first one
-        began = time.monotonic()
-        await asyncio.to_thread(rabbit_cluster.kill_node, killed)
-        for n in range(50, 100):
-            await publish_until_confirmed(bus, n, deadline)
-        published_again = time.monotonic() - began
-        await watch.until(lambda: received >= set(range(100)), timeout=60)
-        print(f"node killed: publishing again after {published_again:.1f} s, all 100 consumed")
-        assert received == set(range(100)), "every confirmed message consumed, none lost"
-    finally:
-        await bus.close()
-        if killed is not None:
-            await asyncio.to_thread(rabbit_cluster.restart_node, killed)
-
-
-async def test_a_lone_subscriber_keeps_every_partition_after_its_node_is_killed(
-    rabbit_cluster: RabbitCluster, queue_prefix: str
-) -> None:
-    """The subscribers are counted by their consumers on a members queue; a consumer of the killed node's
-    connection must not be counted as a second subscriber (seen: `serve`, alone on the outbound topic,
-    yielded half its partitions to that ghost, and their replies waited until the node came back)."""
-    bus = RabbitBus(
-        rabbit_cluster.amqp_url,
-        prefix=queue_prefix,
-        partitions=4,
-        queue_type="quorum",
-        reconnect_interval=0.5,
-        publish_timeout=5.0,
         rebalance_interval=0,  # rebalanced by the test, when it says
     )
     received: set[int] = set()
@@ -99,25 +56,96 @@ async def test_a_lone_subscriber_keeps_every_partition_after_its_node_is_killed(
     try:
         subscription = await bus.subscribe(Topic.INBOUND, handler)
         assert isinstance(subscription, RabbitSubscription)
-        deadline = time.monotonic() + 60
-        for n in range(20):
+        deadline = time.monotonic() + 90
+        for n in range(50):
             await publish_until_confirmed(bus, n, deadline)
-        await watch.until(lambda: received >= set(range(20)))
+        await watch.until(lambda: received >= set(range(50)))
 
         killed = 0  # connect_cluster took the first node that answers: the first one
+        began = time.monotonic()
         await asyncio.to_thread(rabbit_cluster.kill_node, killed)
-        for n in range(20, 40):
+        for n in range(50, 100):
             await publish_until_confirmed(bus, n, deadline)
-        await watch.until(lambda: received >= set(range(40)), timeout=60)
+        published_again = time.monotonic() - began
+        await watch.until(lambda: received >= set(range(100)), timeout=60)
+        print(f"node killed: publishing again after {published_again:.1f} s, all 100 consumed")
+        assert received == set(range(100)), "every confirmed message consumed, none lost"
 
+        # Alone, it keeps every partition: the consumer of its lost connection is not a second subscriber
+        # (seen: `serve`, alone on the outbound topic, yielded half its partitions to that ghost, and their
+        # replies waited until the node came back).
         assert await bus.subscriber_count(Topic.INBOUND) == 1
         await subscription.rebalance()
         await subscription.rebalance()
-        for n in range(40, 80):  # keys k0..k6: every partition of four
+        for n in range(100, 140):  # keys k0..k6: every partition of four
             await publish_until_confirmed(bus, n, deadline)
-        await watch.until(lambda: received >= set(range(80)), timeout=30)
+        await watch.until(lambda: received >= set(range(140)), timeout=30)
         assert sorted(subscription.active_partitions) == [0, 1, 2, 3]
     finally:
         await bus.close()
+        if killed is not None:
+            await asyncio.to_thread(rabbit_cluster.restart_node, killed)
+
+
+async def test_two_subscribers_share_the_partitions_again_after_their_node_is_killed(
+    rabbit_cluster: RabbitCluster, queue_prefix: str
+) -> None:
+    """Both subscribers lose their node; each comes back with consumers on every partition (the waiting ones
+    included), while the queues still list those of the dead connections. Counted right and rebalanced
+    three times, they still receive every message published after the death, on every partition: none is
+    handed to a consumer of the dead node."""
+    buses = [
+        RabbitBus(
+            rabbit_cluster.amqp_url,
+            prefix=queue_prefix,
+            partitions=4,
+            queue_type="quorum",
+            reconnect_interval=0.5,
+            publish_timeout=5.0,
+            rebalance_interval=0,  # rebalanced by the test, when it says
+        )
+        for _ in range(2)
+    ]
+    received: dict[int, int] = {}
+    watch = Watch()
+
+    def handler_of(index: int) -> Callable[[Delivery], Awaitable[None]]:
+        async def handler(delivery: Delivery) -> None:
+            received[number(delivery)] = index
+            watch.changed()
+
+        return handler
+
+    killed: int | None = None
+    try:
+        subscriptions = []
+        for index, bus in enumerate(buses):
+            await bus.start()
+            subscription = await bus.subscribe(Topic.INBOUND, handler_of(index))
+            assert isinstance(subscription, RabbitSubscription)
+            subscriptions.append(subscription)
+        deadline = time.monotonic() + 90
+        for n in range(20):
+            await publish_until_confirmed(buses[0], n, deadline)
+        await watch.until(lambda: set(received) >= set(range(20)))
+
+        killed = 0  # both connected to the first node that answers: the first one
+        await asyncio.to_thread(rabbit_cluster.kill_node, killed)
+        for n in range(20, 40):
+            await publish_until_confirmed(buses[0], n, deadline)
+        await watch.until(lambda: set(received) >= set(range(40)), timeout=60)
+
+        assert await buses[0].subscriber_count(Topic.INBOUND) == 2
+        for _ in range(3):
+            for subscription in subscriptions:
+                await subscription.rebalance()
+        for n in range(40, 110):  # keys k0..k6: every partition of four
+            await publish_until_confirmed(buses[1], n, deadline)
+        await watch.until(lambda: set(received) >= set(range(110)), timeout=30)
+        held = [set(s.active_partitions) for s in subscriptions]
+        assert held[0] | held[1] == {0, 1, 2, 3}, held
+    finally:
+        for bus in buses:
+            await bus.close()
         if killed is not None:
             await asyncio.to_thread(rabbit_cluster.restart_node, killed)
