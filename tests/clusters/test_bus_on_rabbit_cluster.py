@@ -21,6 +21,19 @@ from tests.support.clusters import RabbitCluster
 pytestmark = pytest.mark.cluster
 
 
+def cluster_bus(rabbit_cluster: RabbitCluster, queue_prefix: str) -> RabbitBus:
+    """A role's bus on the cluster: quorum queues, 4 partitions, rebalanced only when a test says."""
+    return RabbitBus(
+        rabbit_cluster.amqp_url,
+        prefix=queue_prefix,
+        partitions=4,
+        queue_type="quorum",
+        reconnect_interval=0.5,
+        publish_timeout=5.0,
+        rebalance_interval=0,
+    )
+
+
 async def publish_until_confirmed(bus: RabbitBus, n: int, deadline: float) -> None:
     """Publish as the ingress does: a refusal (503 to the channel) is tried again until it is confirmed."""
     while True:
@@ -35,15 +48,7 @@ async def publish_until_confirmed(bus: RabbitBus, n: int, deadline: float) -> No
 async def test_a_role_moves_to_another_node_when_its_node_is_killed(
     rabbit_cluster: RabbitCluster, queue_prefix: str
 ) -> None:
-    bus = RabbitBus(
-        rabbit_cluster.amqp_url,
-        prefix=queue_prefix,
-        partitions=4,
-        queue_type="quorum",
-        reconnect_interval=0.5,
-        publish_timeout=5.0,
-        rebalance_interval=0,  # rebalanced by the test, when it says
-    )
+    bus = cluster_bus(rabbit_cluster, queue_prefix)
     received: set[int] = set()
     watch = Watch()
 
@@ -94,18 +99,7 @@ async def test_two_subscribers_share_the_partitions_again_after_their_node_is_ki
     included), while the queues still list those of the dead connections. Counted right and rebalanced
     three times, they still receive every message published after the death, on every partition: none is
     handed to a consumer of the dead node."""
-    buses = [
-        RabbitBus(
-            rabbit_cluster.amqp_url,
-            prefix=queue_prefix,
-            partitions=4,
-            queue_type="quorum",
-            reconnect_interval=0.5,
-            publish_timeout=5.0,
-            rebalance_interval=0,  # rebalanced by the test, when it says
-        )
-        for _ in range(2)
-    ]
+    buses = [cluster_bus(rabbit_cluster, queue_prefix) for _ in range(2)]
     received: dict[int, int] = {}
     watch = Watch()
 
