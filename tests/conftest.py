@@ -18,7 +18,9 @@ import redis.asyncio as aioredis
 from hypothesis import settings
 
 from tests.support.clusters import RabbitCluster, RedisCluster
+from tests.support.fakes import FakeTelegram
 from tests.support.services import RABBIT_HOST, RABBIT_PORT, REDIS_BASE_URL, rabbitmqctl
+from tests.support.smtp_sink import SmtpSink
 
 # Property tests draw the same examples on every run (CI stays repeatable); `HYPOTHESIS_PROFILE=explore`
 # draws new ones each time, to look for more.
@@ -66,6 +68,21 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    """A fake Telegram Bot API of this test's own (the whole-gateway tests: e2e and on the clusters)."""
+    async with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[SmtpSink]:
+    """An SMTP server of this test's own that keeps what it receives."""
+    sink = await SmtpSink().start()
+    yield sink
+    await sink.stop()
 
 
 @pytest.fixture

@@ -135,9 +135,7 @@ class RabbitBus(Bus):
             # Declared, not looked up: the presence queue is not durable, and after a broker restart a
             # passive declaration made before the subscribers' recovery would fail (and close the channel).
             declared = await channel.queue_declare(
-                self.topology.members_queue(topic),
-                durable=False,
-                arguments=self.topology.members_arguments(),
+                self.topology.members_queue(topic), **self.topology.members_declaration()
             )
         return int(declared.consumer_count or 0)
 

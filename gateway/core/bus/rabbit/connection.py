@@ -176,8 +176,5 @@ async def declare(connection: AbstractRobustConnection, topology: Topology) -> N
                 )
             if topic.ordered:
                 await channel.declare_queue(
-                    topology.members_queue(topic),
-                    durable=False,
-                    arguments=topology.members_arguments(),
-                    robust=False,
+                    topology.members_queue(topic), **topology.members_declaration(), robust=False
                 )

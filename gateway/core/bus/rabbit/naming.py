@@ -95,5 +95,6 @@ class Topology:
     def dead_arguments(self) -> dict[str, Any]:
         return {"x-queue-type": self.queue_type}
 
-    def members_arguments(self) -> dict[str, Any]:
-        return {"x-queue-type": "classic"}
+    def members_declaration(self) -> dict[str, Any]:
+        """How a presence queue is declared (the same wherever it is): classic, not durable."""
+        return {"durable": False, "arguments": {"x-queue-type": "classic"}}

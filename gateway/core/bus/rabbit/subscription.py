@@ -128,9 +128,7 @@ class RabbitSubscription(Subscription):
         """Consume the topic's members queue, so that every subscriber can count the subscribers."""
         self._presence = channel = await self._connection.channel(publisher_confirms=False)
         members = await channel.declare_queue(
-            self._bus.topology.members_queue(self.topic),
-            durable=False,
-            arguments=self._bus.topology.members_arguments(),
+            self._bus.topology.members_queue(self.topic), **self._bus.topology.members_declaration()
         )
         await members.consume(_ignore, no_ack=True)
 
