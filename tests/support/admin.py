@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -63,7 +64,10 @@ class Schemas:
 
 
 async def keys_naming(redis_url: str, prefix: str, needle: str) -> list[str]:
-    """Every key of the test (``prefix:*``) whose name, or whose content, holds ``needle``."""
+    """Every key of the test (``prefix:*``) whose name, or whose content, holds ``needle`` as a whole word:
+    a user id inside a longer run of letters and digits (a timestamp in milliseconds, a random holder id) is
+    not that user."""
+    word = re.compile(rb"(?<![0-9A-Za-z])" + re.escape(needle.encode()) + rb"(?![0-9A-Za-z])")
     client = aioredis.from_url(redis_url)
     found = []
     try:
@@ -82,7 +86,7 @@ async def keys_naming(redis_url: str, prefix: str, needle: str) -> list[str]:
                 content = await client.lrange(raw, 0, -1)
             else:
                 content = []
-            if needle in name or any(needle.encode() in (part or b"") for part in content):
+            if word.search(raw) or any(word.search(part or b"") for part in content):
                 found.append(name)
     finally:
         await client.aclose()
